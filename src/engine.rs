@@ -1,0 +1,77 @@
+//! Builds the Rhai engine for a run: every limit set explicitly, `eval` disabled, strict
+//! variables, the module resolver, `print`/`debug` routed through the journal, the progress
+//! callback that enforces the memory cap and cancellation, and every host namespace.
+
+use crate::alloc;
+use crate::cancel::CancelReason;
+use crate::host::{self, HostContext};
+use crate::policy::Limits;
+use crate::resolver::{Resolver, SharedSources};
+use rhai::{Dynamic, Engine};
+use serde_json::json;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Thrown through `ErrorTerminated` when the memory cap is exceeded.
+pub const MEMORY_TOKEN: &str = "glow:memory";
+
+/// How often (in operations) the progress callback does its checks: a power of two minus one,
+/// cheap enough to leave script speed unchanged, frequent enough to stop within microseconds.
+const CHECK_EVERY_MASK: u64 = 1023;
+
+/// An engine with limits and safety settings but no host namespaces (for `check` and `defs`).
+pub fn bare(limits: &Limits) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_max_operations(limits.max_operations)
+        .set_max_call_levels(limits.call_levels)
+        .set_max_expr_depths(limits.expression_depth, limits.expression_depth)
+        .set_max_string_size(limits.string_size)
+        .set_max_variables(limits.variables)
+        .set_max_modules(limits.modules)
+        // Left unlimited on purpose: Rhai re-measures containers on every change when these are
+        // set, which makes array-building scripts quadratic. The memory cap bounds them instead.
+        .set_max_array_size(0)
+        .set_max_map_size(0)
+        .set_strict_variables(true)
+        .disable_symbol("eval");
+    engine
+}
+
+/// The engine of a run, wired to its host context.
+pub fn build(ctx: &Rc<HostContext>, sources: SharedSources) -> Engine {
+    let limits = &ctx.policy.limits;
+    let mut engine = bare(limits);
+    engine.set_module_resolver(Resolver::new(
+        ctx.settings.script_dir.clone(),
+        ctx.settings.flags.stdlib.clone(),
+        sources,
+    ));
+
+    let cancel = Arc::clone(&ctx.cancel);
+    let memory_cap = usize::try_from(limits.memory).unwrap_or(usize::MAX);
+    engine.on_progress(move |operations| {
+        if operations & CHECK_EVERY_MASK != 0 {
+            return None;
+        }
+        if cancel.is_pending() {
+            return Some(Dynamic::from(CancelReason::TOKEN));
+        }
+        if alloc::allocated() > memory_cap {
+            return Some(Dynamic::from(MEMORY_TOKEN));
+        }
+        None
+    });
+
+    let c = ctx.clone();
+    engine.on_print(move |text| {
+        c.emit("output", json!({ "stream": "script", "line": text }));
+    });
+    let c = ctx.clone();
+    engine.on_debug(move |text, _source, position| {
+        c.log("debug", &format!("{text} ({position})"));
+    });
+
+    host::register(&mut engine, ctx);
+    engine
+}

@@ -1,0 +1,123 @@
+//! The one error type of glow-run, its exit codes and its renderer.
+//!
+//! Library code returns [`Error`]; `run` renders it once, at the edge, through the redactor,
+//! so no secret reaches the terminal through an error message.
+
+use crate::span::Location;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Exit codes are a documented contract: 0 ok, 1 failed while running, 2 found before running,
+/// 130 interrupted.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Debug)]
+pub enum Error {
+    /// Bad command line.
+    Usage { message: String },
+    /// The script file could not be read.
+    ScriptRead { path: PathBuf, io_error: std::io::Error },
+    /// glow.toml or another configuration file is invalid.
+    Config { path: PathBuf, message: String },
+    /// The script does not compile.
+    Compile { message: String, location: Option<Location> },
+    /// `glow-run check` found problems; each finding is already rendered.
+    Lint { findings: Vec<String> },
+    /// The script failed while it ran: a step, a check, a primitive, an engine limit.
+    Script { message: String, location: Option<Location>, step: Option<String> },
+    /// Ctrl-C (or SIGTERM) stopped the run.
+    Interrupted,
+    /// Anything the host itself could not do (state directory, journal, ...).
+    Host { context: String, message: String },
+    /// A verification found mismatches (`glow-run verify`).
+    Verify { problems: Vec<String> },
+}
+
+impl Error {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::Usage { message: message.into() }
+    }
+
+    pub fn host(context: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self::Host { context: context.into(), message: message.to_string() }
+    }
+
+    pub fn code(&self) -> i32 {
+        match self {
+            Self::Usage { .. }
+            | Self::ScriptRead { .. }
+            | Self::Config { .. }
+            | Self::Compile { .. }
+            | Self::Lint { .. } => EXIT_USAGE,
+            Self::Interrupted => EXIT_INTERRUPTED,
+            Self::Script { .. } | Self::Host { .. } | Self::Verify { .. } => EXIT_FAILED,
+        }
+    }
+
+    /// The full message as printed on stderr (before redaction).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        match self {
+            Self::Usage { message } => {
+                let _ = writeln!(out, "error: {message}");
+                let _ = writeln!(out, "hint: run `glow-run --help` for usage");
+            }
+            Self::ScriptRead { path, io_error } => {
+                let _ = writeln!(out, "error: cannot read script {}: {io_error}", path.display());
+            }
+            Self::Config { path, message } => {
+                let _ = writeln!(out, "error: invalid configuration in {}: {message}", path.display());
+            }
+            Self::Compile { message, location } => {
+                let _ = writeln!(out, "error: {message}");
+                if let Some(location) = location {
+                    out.push_str(&location.render());
+                }
+            }
+            Self::Lint { findings } => {
+                for finding in findings {
+                    out.push_str(finding);
+                    if !finding.ends_with('\n') {
+                        out.push('\n');
+                    }
+                }
+                let _ = writeln!(out, "error: check found {} problem(s)", findings.len());
+            }
+            Self::Script { message, location, step } => {
+                let _ = writeln!(out, "error: {message}");
+                if let Some(location) = location {
+                    out.push_str(&location.render());
+                }
+                if let Some(step) = step {
+                    let _ = writeln!(out, "  = step: {step}");
+                }
+            }
+            Self::Interrupted => {
+                let _ = writeln!(out, "error: interrupted");
+            }
+            Self::Host { context, message } => {
+                let _ = writeln!(out, "error: {context}: {message}");
+            }
+            Self::Verify { problems } => {
+                for problem in problems {
+                    let _ = writeln!(out, "mismatch: {problem}");
+                }
+                let _ = writeln!(out, "error: verification failed: {} problem(s)", problems.len());
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.render().trim_end())
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

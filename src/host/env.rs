@@ -1,0 +1,104 @@
+//! Environment: `env::get(name)`, `env::get(name, default)`, `env::require([names])` (one error
+//! listing every missing name), `env::secret(name)` (the value is registered for redaction
+//! before the script sees it). `--env-file` values are layered over the process environment.
+//! In a dry run a missing name is recorded as something a live run needs, not an error.
+
+use super::{HostContext, add_fn, install};
+use crate::options::{HostResult, host_error};
+use rhai::{Array, Dynamic, Engine, Map, Module};
+use std::rc::Rc;
+
+/// The value of `name`: `--env-file` first, then the process environment. Empty counts as unset.
+pub fn lookup(ctx: &HostContext, name: &str) -> Option<String> {
+    ctx.settings
+        .env_overlay
+        .get(name)
+        .cloned()
+        .or_else(|| std::env::var(name).ok())
+        .filter(|value| !value.is_empty())
+}
+
+fn missing(ctx: &HostContext, names: &[String], secret: bool) -> HostResult<()> {
+    if ctx.is_dry_run() {
+        ctx.needs(|needs| {
+            let set = if secret { &mut needs.secrets } else { &mut needs.env };
+            set.extend(names.iter().cloned());
+        });
+        return Ok(());
+    }
+    let kind = if secret { "secret" } else { "environment variable" };
+    Err(host_error(if names.len() == 1 {
+        format!("missing {kind} {}", names[0])
+    } else {
+        format!("missing {kind}s: {}", names.join(", "))
+    }))
+}
+
+pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
+    let mut module = Module::new();
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "get",
+        &["name: String", "String"],
+        "The value of an environment variable; an error naming it when unset (reported, not fatal, in a dry run).",
+        move |name: &str| -> HostResult<String> {
+            match lookup(&c, name) {
+                Some(value) => Ok(value),
+                None => missing(&c, &[name.to_owned()], false).map(|()| String::new()),
+            }
+        },
+    );
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "get",
+        &["name: String", "default: Dynamic", "Dynamic"],
+        "The value of an environment variable, or `default` when unset.",
+        move |name: &str, default: Dynamic| -> Dynamic { lookup(&c, name).map_or(default, Dynamic::from) },
+    );
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "require",
+        &["names: Array", "Map"],
+        "Checks that every name is set; one error lists all that are missing. Returns a map name -> value.",
+        move |names: Array| -> HostResult<Map> {
+            let mut values = Map::new();
+            let mut absent = Vec::new();
+            for name in names {
+                let name = name.to_string();
+                match lookup(&c, &name) {
+                    Some(value) => {
+                        values.insert(name.as_str().into(), value.into());
+                    }
+                    None => absent.push(name),
+                }
+            }
+            if !absent.is_empty() {
+                missing(&c, &absent, false)?;
+                for name in absent {
+                    values.insert(name.as_str().into(), String::new().into());
+                }
+            }
+            Ok(values)
+        },
+    );
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "secret",
+        &["name: String", "String"],
+        "The value of a secret environment variable, registered so it is redacted everywhere the host writes.",
+        move |name: &str| -> HostResult<String> {
+            match lookup(&c, name) {
+                Some(value) => {
+                    c.register_secret(&value);
+                    Ok(value)
+                }
+                None => missing(&c, &[name.to_owned()], true).map(|()| String::new()),
+            }
+        },
+    );
+    install(engine, "env", module);
+}

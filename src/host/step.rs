@@ -1,0 +1,185 @@
+//! The global functions that shape a run: `step(name, closure)`, `step(name, options, closure)`
+//! and `check(condition, message)`.
+//!
+//! A step is journaled (start, end, duration, outcome), may have a timeout (its own cancellation
+//! token, so only its own work is stopped), may `continue_on_error`, and may register a
+//! `rollback` closure that runs, newest first, when a later step fails.
+
+use super::{HostContext, Rollback, StepFrame, error_text, is_cancellation};
+use crate::cancel::CancelReason;
+use crate::options::{HostResult, Options, host_error};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
+use serde_json::json;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
+    let c = ctx.clone();
+    rhai::FuncRegistration::new("step")
+        .with_volatility(true)
+        .with_params_info(["name: String", "body: FnPtr", "Dynamic"])
+        .with_comments(["/// Runs `body` as a named step: journaled, timed, stops the run when it fails.\n/// Returns what `body` returns."])
+        .register_into_engine(engine, move |call: NativeCallContext, name: &str, body: FnPtr| {
+            run_step(&c, &call, name, Options::empty("step"), body)
+        });
+    let c = ctx.clone();
+    rhai::FuncRegistration::new("step")
+        .with_volatility(true)
+        .with_params_info(["name: String", "options: Map", "body: FnPtr", "Dynamic"])
+        .with_comments(["/// Runs `body` as a named step with options:\n/// `#{ timeout: \"5m\", continue_on_error: true, rollback: || { ... } }`."])
+        .register_into_engine(engine, move |call: NativeCallContext, name: &str, options: Map, body: FnPtr| {
+            run_step(&c, &call, name, Options::new("step", options), body)
+        });
+    rhai::FuncRegistration::new("check")
+        .with_params_info(["condition: bool", "message: String", "()"])
+        .with_comments(["/// Fails the current step with `message` when `condition` is false."])
+        .register_into_engine(engine, |condition: bool, message: &str| -> HostResult<()> {
+            if condition { Ok(()) } else { Err(host_error(format!("check failed: {message}"))) }
+        });
+}
+
+fn run_step(
+    ctx: &Rc<HostContext>,
+    call: &NativeCallContext,
+    name: &str,
+    mut options: Options,
+    body: FnPtr,
+) -> HostResult<Dynamic> {
+    let timeout = options.duration("timeout")?;
+    let continue_on_error = options.bool("continue_on_error")?.unwrap_or(false);
+    let rollback = options.fn_ptr("rollback")?;
+    options.finish()?;
+
+    let occurrence = {
+        let mut counts = ctx.step_occurrences.borrow_mut();
+        let count = counts.entry(name.to_owned()).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let depth = ctx.steps.borrow().len();
+    if let Some(reason) = skip_reason(ctx, name, occurrence, depth) {
+        ctx.journal.emit(
+            "step_end",
+            Some(name),
+            json!({ "outcome": "skipped", "reason": reason, "duration_ms": 0, "occurrence": occurrence }),
+        );
+        return Ok(Dynamic::UNIT);
+    }
+
+    let parent = ctx.current_token();
+    let token = parent.child_token();
+    let timeout = timeout.or(Some(ctx.policy.limits.step_timeout));
+    ctx.steps.borrow_mut().push(StepFrame { name: name.to_owned(), token: token.clone(), started: Instant::now() });
+    ctx.journal.emit(
+        "step_start",
+        Some(name),
+        json!({ "occurrence": occurrence, "depth": depth, "timeout_ms": timeout.map(|t| t.as_millis() as u64) }),
+    );
+    let timer = timeout.map(|after| spawn_timer(ctx, name, depth, after, token.clone()));
+
+    let started = Instant::now();
+    let result = body.call_within_context::<Dynamic>(call, ());
+
+    if let Some(timer) = timer {
+        timer.abort();
+    }
+    ctx.steps.borrow_mut().pop();
+    let duration_ms = started.elapsed().as_millis() as u64;
+
+    match result {
+        Ok(value) => {
+            ctx.journal.emit(
+                "step_end",
+                Some(name),
+                json!({ "outcome": "ok", "duration_ms": duration_ms, "occurrence": occurrence }),
+            );
+            if let Some(closure) = rollback {
+                ctx.rollbacks.borrow_mut().push(Rollback { step: name.to_owned(), closure });
+            }
+            Ok(value)
+        }
+        Err(error) => {
+            let error = match ctx.cancel.clear_step_timeout(depth) {
+                Some(CancelReason::StepTimeout { after, .. }) if is_cancellation(&error) => {
+                    let position = error.position();
+                    Box::new(EvalAltResult::ErrorRuntime(
+                        Dynamic::from(format!(
+                            "step '{name}' timed out after {}",
+                            humantime::format_duration(after)
+                        )),
+                        position,
+                    ))
+                }
+                _ => error,
+            };
+            let cancelled = is_cancellation(&error);
+            let message = if cancelled { "interrupted".to_owned() } else { error_text(&error) };
+            ctx.journal.emit(
+                "step_end",
+                Some(name),
+                json!({
+                    "outcome": if cancelled { "cancelled" } else { "failed" },
+                    "duration_ms": duration_ms,
+                    "occurrence": occurrence,
+                    "error": message,
+                    "continue_on_error": continue_on_error && !cancelled,
+                }),
+            );
+            if continue_on_error && !cancelled {
+                ctx.journal.emit(
+                    "log",
+                    Some(name),
+                    json!({ "level": "warn", "message": format!("step '{name}' failed; continuing (continue_on_error)") }),
+                );
+                return Ok(Dynamic::UNIT);
+            }
+            ctx.failed_step.borrow_mut().get_or_insert_with(|| name.to_owned());
+            Err(error)
+        }
+    }
+}
+
+/// Why a step is skipped: `--from`, `--only` (top-level steps) or `resume` (already succeeded).
+fn skip_reason(ctx: &HostContext, name: &str, occurrence: usize, depth: usize) -> Option<String> {
+    let flags = &ctx.settings.flags;
+    if depth == 0 {
+        if let Some(only) = &flags.only {
+            if only != name {
+                return Some(format!("--only {only}"));
+            }
+        }
+        if let Some(from) = &flags.from {
+            let mut reached = ctx.top_level_started.borrow_mut();
+            if !*reached && from != name {
+                return Some(format!("--from {from}"));
+            }
+            *reached = true;
+        }
+    }
+    if let Some(resume) = &ctx.settings.resume {
+        if resume.succeeded.contains(&(name.to_owned(), occurrence)) {
+            return Some(format!("succeeded in run {}", resume.run_id));
+        }
+    }
+    None
+}
+
+fn spawn_timer(
+    ctx: &HostContext,
+    name: &str,
+    depth: usize,
+    after: Duration,
+    token: crate::cancel::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let cancel = ctx.cancel.clone();
+    let step = name.to_owned();
+    ctx.runtime.spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(after) => {
+                cancel.set_reason(CancelReason::StepTimeout { step, depth, after });
+                token.cancel();
+            }
+            () = token.cancelled() => {}
+        }
+    })
+}

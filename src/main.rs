@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(glow_run::run(std::env::args_os()));
+}

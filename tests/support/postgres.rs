@@ -1,0 +1,1 @@
+//! A throwaway PostgreSQL cluster for the test binary (added by the sql issue).
