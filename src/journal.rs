@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 /// Receives every (already redacted) event, in order.
 pub trait Sink: Send + Sync {
     fn event(&self, event: &Value);
+    /// Called once when the run is over: flush, close (bounded in time; never hang the exit).
+    fn finish(&self) {}
 }
 
 pub struct Journal {
@@ -116,6 +118,16 @@ impl Journal {
             sink.event(&event);
         }
         seq
+    }
+}
+
+impl Journal {
+    /// Lets every sink flush; called once after `run_end`.
+    pub fn finish(&self) {
+        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for sink in sinks {
+            sink.finish();
+        }
     }
 }
 

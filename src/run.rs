@@ -258,6 +258,7 @@ fn run_on_engine_thread(
             "trace_id": ctx.trace_id,
         }),
     );
+    journal.finish();
     if let Err(why) = crate::report::write(&journal_file) {
         ctx.log("warn", &format!("could not write the run report: {why}"));
     }
