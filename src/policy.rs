@@ -42,7 +42,10 @@ pub struct ExecPolicy {
 
 impl Default for ExecPolicy {
     fn default() -> Self {
-        Self { allow: None, shell: true }
+        Self {
+            allow: None,
+            shell: true,
+        }
     }
 }
 
@@ -87,14 +90,15 @@ pub struct Limits {
     pub max_operations: u64,
     #[serde(default = "Limits::default_memory", with = "byte_size")]
     pub memory: u64,
-    #[serde(default = "Limits::default_step_timeout", with = "humantime_serde_compat")]
+    #[serde(
+        default = "Limits::default_step_timeout",
+        with = "humantime_serde_compat"
+    )]
     pub step_timeout: Duration,
     #[serde(default = "Limits::default_call_levels")]
     pub call_levels: usize,
     #[serde(default = "Limits::default_expression_depth")]
     pub expression_depth: usize,
-    #[serde(default = "Limits::default_string_size", with = "byte_size_usize")]
-    pub string_size: usize,
     #[serde(default = "Limits::default_variables")]
     pub variables: usize,
     #[serde(default = "Limits::default_modules")]
@@ -106,7 +110,7 @@ impl Limits {
         100_000_000
     }
     fn default_memory() -> u64 {
-        512 * 1024 * 1024
+        256 * 1024 * 1024
     }
     fn default_step_timeout() -> Duration {
         Duration::from_secs(30 * 60)
@@ -116,9 +120,6 @@ impl Limits {
     }
     fn default_expression_depth() -> usize {
         64
-    }
-    fn default_string_size() -> usize {
-        64 * 1024 * 1024
     }
     fn default_variables() -> usize {
         10_000
@@ -136,7 +137,6 @@ impl Default for Limits {
             step_timeout: Self::default_step_timeout(),
             call_levels: Self::default_call_levels(),
             expression_depth: Self::default_expression_depth(),
-            string_size: Self::default_string_size(),
             variables: Self::default_variables(),
             modules: Self::default_modules(),
         }
@@ -178,14 +178,6 @@ mod byte_size {
     }
 }
 
-mod byte_size_usize {
-    use serde::Deserializer;
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        super::byte_size::deserialize(d).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
-    }
-}
-
 /// What an effect asks policy about.
 #[derive(Debug, Clone)]
 pub enum Subject<'a> {
@@ -203,7 +195,10 @@ impl Policy {
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text, &path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(Error::Config { path, message: e.to_string() }),
+            Err(e) => Err(Error::Config {
+                path,
+                message: e.to_string(),
+            }),
         }
     }
 
@@ -227,9 +222,17 @@ impl Policy {
     pub fn check(&self, subject: &Subject<'_>) -> Result<(), String> {
         match subject {
             Subject::Program(program) => {
-                let Some(allow) = &self.exec.allow else { return Ok(()) };
-                let name = Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or(program);
-                if allow.iter().any(|allowed| allowed == program || allowed == name) {
+                let Some(allow) = &self.exec.allow else {
+                    return Ok(());
+                };
+                let name = Path::new(program)
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or(program);
+                if allow
+                    .iter()
+                    .any(|allowed| allowed == program || allowed == name)
+                {
                     Ok(())
                 } else {
                     Err(format!(
@@ -243,13 +246,21 @@ impl Policy {
                 if self.exec.shell {
                     Ok(())
                 } else {
-                    Err(format!("policy refuses exec::sh: [exec] shell = false ({})", self.file_label()))
+                    Err(format!(
+                        "policy refuses exec::sh: [exec] shell = false ({})",
+                        self.file_label()
+                    ))
                 }
             }
             Subject::Host(host) => {
-                let Some(allow) = &self.http.allow_hosts else { return Ok(()) };
+                let Some(allow) = &self.http.allow_hosts else {
+                    return Ok(());
+                };
                 let host = host.trim_start_matches('[').trim_end_matches(']');
-                if allow.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)) {
+                if allow
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(host))
+                {
                     Ok(())
                 } else {
                     Err(format!(
@@ -263,7 +274,10 @@ impl Policy {
                 if self.sql.allow_writes {
                     Ok(())
                 } else {
-                    Err(format!("policy refuses SQL writes: [sql] allow_writes = false ({})", self.file_label()))
+                    Err(format!(
+                        "policy refuses SQL writes: [sql] allow_writes = false ({})",
+                        self.file_label()
+                    ))
                 }
             }
             Subject::None => Ok(()),
@@ -283,8 +297,11 @@ mod tests {
 
     #[test]
     fn limits_accept_human_sizes() {
-        let policy =
-            Policy::parse("[limits]\nmemory = \"64MiB\"\nstep_timeout = \"5m\"\n", Path::new("g")).unwrap();
+        let policy = Policy::parse(
+            "[limits]\nmemory = \"64MiB\"\nstep_timeout = \"5m\"\n",
+            Path::new("g"),
+        )
+        .unwrap();
         assert_eq!(policy.limits.memory, 64 * 1024 * 1024);
         assert_eq!(policy.limits.step_timeout, Duration::from_secs(300));
     }
