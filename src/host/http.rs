@@ -55,7 +55,12 @@ impl Client {
         let client = reqwest::Client::builder()
             .user_agent(concat!("glow-run/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| host_error(format!("http: cannot build the HTTP client: {}", error_chain(&e))))?;
+            .map_err(|e| {
+                host_error(format!(
+                    "http: cannot build the HTTP client: {}",
+                    error_chain(&e)
+                ))
+            })?;
         Ok(self.cell.get_or_init(|| client).clone())
     }
 }
@@ -86,17 +91,32 @@ enum StatusPattern {
 
 impl Expect {
     fn parse(what: &str, value: Option<Dynamic>) -> HostResult<Self> {
-        let Some(value) = value else { return Ok(Self::Success) };
-        let items = if value.is_array() { value.cast::<rhai::Array>() } else { vec![value] };
+        let Some(value) = value else {
+            return Ok(Self::Success);
+        };
+        let items = if value.is_array() {
+            value.cast::<rhai::Array>()
+        } else {
+            vec![value]
+        };
         let mut patterns = Vec::new();
         for item in items {
             let pattern = if let Ok(code) = item.as_int() {
-                u16::try_from(code).ok().filter(|c| (100..=599).contains(c)).map(StatusPattern::Exact)
+                u16::try_from(code)
+                    .ok()
+                    .filter(|c| (100..=599).contains(c))
+                    .map(StatusPattern::Exact)
             } else if item.is_string() {
                 let text = item.to_string().to_ascii_lowercase();
                 match text.as_bytes() {
-                    [d @ b'1'..=b'5', b'x', b'x'] => Some(StatusPattern::Class(u16::from(d - b'0'))),
-                    _ => text.parse::<u16>().ok().filter(|c| (100..=599).contains(c)).map(StatusPattern::Exact),
+                    [d @ b'1'..=b'5', b'x', b'x'] => {
+                        Some(StatusPattern::Class(u16::from(d - b'0')))
+                    }
+                    _ => text
+                        .parse::<u16>()
+                        .ok()
+                        .filter(|c| (100..=599).contains(c))
+                        .map(StatusPattern::Exact),
                 }
             } else {
                 None
@@ -202,7 +222,10 @@ fn parse_url(ctx: &HostContext, what: &str, text: &str) -> HostResult<url::Url> 
         }
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(host_error(format!("{what}: invalid URL '{}': it has no host", ctx.redact(text))));
+        return Err(host_error(format!(
+            "{what}: invalid URL '{}': it has no host",
+            ctx.redact(text)
+        )));
     }
     Ok(url)
 }
@@ -213,19 +236,30 @@ fn encode_body(body: Dynamic) -> (Option<Vec<u8>>, Option<&'static str>) {
         (None, None)
     } else if body.is_map() || body.is_array() {
         let value = super::json::from_dynamic(&body);
-        (Some(value.to_string().into_bytes()), Some("application/json"))
+        (
+            Some(value.to_string().into_bytes()),
+            Some("application/json"),
+        )
     } else if body.is_blob() {
-        (Some(body.cast::<rhai::Blob>()), Some("application/octet-stream"))
+        (
+            Some(body.cast::<rhai::Blob>()),
+            Some("application/octet-stream"),
+        )
     } else {
         (Some(body.to_string().into_bytes()), None)
     }
 }
 
 fn parse_max_body(what: &str, value: Option<Dynamic>) -> HostResult<u64> {
-    let Some(value) = value else { return Ok(DEFAULT_MAX_BODY) };
+    let Some(value) = value else {
+        return Ok(DEFAULT_MAX_BODY);
+    };
     if let Ok(bytes) = value.as_int() {
-        return u64::try_from(bytes)
-            .map_err(|_| host_error(format!("{what}: option 'max_body' cannot be negative ({bytes})")));
+        return u64::try_from(bytes).map_err(|_| {
+            host_error(format!(
+                "{what}: option 'max_body' cannot be negative ({bytes})"
+            ))
+        });
     }
     if value.is_string() {
         let text = value.to_string();
@@ -233,7 +267,9 @@ fn parse_max_body(what: &str, value: Option<Dynamic>) -> HostResult<u64> {
             host_error(format!("{what}: option 'max_body': invalid size \"{text}\" ({e}); use bytes or \"10MiB\""))
         });
     }
-    Err(host_error(format!("{what}: option 'max_body' must be a number of bytes or a size like \"10MiB\"")))
+    Err(host_error(format!(
+        "{what}: option 'max_body' must be a number of bytes or a size like \"10MiB\""
+    )))
 }
 
 /// Parses the options every call shares; `options` may still hold keys the caller took first.
@@ -263,8 +299,11 @@ fn parse_call(
         }
         let header_name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| host_error(format!("{what}: invalid header name '{name}'")))?;
-        let mut header_value = HeaderValue::from_str(&value)
-            .map_err(|_| host_error(format!("{what}: invalid value for header '{name}' (control characters?)")))?;
+        let mut header_value = HeaderValue::from_str(&value).map_err(|_| {
+            host_error(format!(
+                "{what}: invalid value for header '{name}' (control characters?)"
+            ))
+        })?;
         header_value.set_sensitive(is_sensitive_header(&name));
         headers.push((header_name, header_value));
     }
@@ -273,7 +312,11 @@ fn parse_call(
     if !query.is_empty() {
         let mut pairs = url.query_pairs_mut();
         for (key, value) in &query {
-            let values = if value.is_array() { value.clone().cast::<rhai::Array>() } else { vec![value.clone()] };
+            let values = if value.is_array() {
+                value.clone().cast::<rhai::Array>()
+            } else {
+                vec![value.clone()]
+            };
             for value in values {
                 let text = value.to_string();
                 if is_sensitive_header(key) {
@@ -285,26 +328,37 @@ fn parse_call(
     }
     let body = match options.value("body") {
         Some(value) if body.is_unit() => value,
-        Some(_) => return Err(host_error(format!("{what}: the body is given twice (argument and option 'body')"))),
+        Some(_) => {
+            return Err(host_error(format!(
+                "{what}: the body is given twice (argument and option 'body')"
+            )));
+        }
         None => body,
     };
     let (body, content_type) = encode_body(body);
     let timeout = options.duration("timeout")?.unwrap_or(DEFAULT_HTTP_TIMEOUT);
     if timeout.is_zero() {
-        return Err(host_error(format!("{what}: option 'timeout' must be more than zero")));
+        return Err(host_error(format!(
+            "{what}: option 'timeout' must be more than zero"
+        )));
     }
     let retries = if allow_retries {
         match options.int("retries")? {
             None => 0,
-            Some(n) => u32::try_from(n)
-                .ok()
-                .filter(|n| *n <= 100)
-                .ok_or_else(|| host_error(format!("{what}: option 'retries' must be between 0 and 100, got {n}")))?,
+            Some(n) => u32::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| {
+                host_error(format!(
+                    "{what}: option 'retries' must be between 0 and 100, got {n}"
+                ))
+            })?,
         }
     } else {
         0
     };
-    let backoff = if allow_retries { options.duration("backoff")?.unwrap_or(DEFAULT_BACKOFF) } else { DEFAULT_BACKOFF };
+    let backoff = if allow_retries {
+        options.duration("backoff")?.unwrap_or(DEFAULT_BACKOFF)
+    } else {
+        DEFAULT_BACKOFF
+    };
     let expect = Expect::parse(what, options.value("expect"))?;
     let read_only = options
         .bool("read_only")?
@@ -347,7 +401,10 @@ impl Reply {
     }
 
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
     }
 
     fn excerpt(&self) -> String {
@@ -380,14 +437,20 @@ impl Failure {
 
     fn describe(&self, max_body: u64) -> String {
         match self {
-            Self::TimedOut(after) => format!("timed out after {}", humantime::format_duration(*after)),
+            Self::TimedOut(after) => {
+                format!("timed out after {}", humantime::format_duration(*after))
+            }
             Self::Connect(why) => format!("cannot connect: {why}"),
             Self::Tls(why) => format!(
                 "TLS handshake failed: {why} (is the server speaking plain HTTP, or is its certificate untrusted?)"
             ),
             Self::TooLarge(seen, announced) => format!(
                 "the response body is larger than max_body ({max_body} bytes; {}); raise `max_body` to accept it",
-                if *announced { format!("the server announced {seen} bytes") } else { format!("{seen} bytes read before stopping") }
+                if *announced {
+                    format!("the server announced {seen} bytes")
+                } else {
+                    format!("{seen} bytes read before stopping")
+                }
             ),
             Self::Other(why) => why.clone(),
         }
@@ -418,7 +481,11 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         }
         current = error.source();
     }
-    if parts.is_empty() { error.to_string() } else { parts.join(": ") }
+    if parts.is_empty() {
+        error.to_string()
+    } else {
+        parts.join(": ")
+    }
 }
 
 /// True when a rustls error is somewhere in the chain (directly or inside an io::Error).
@@ -429,7 +496,10 @@ fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
             return true;
         }
         if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+            {
                 return true;
             }
         }
@@ -438,9 +508,15 @@ fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
     // hyper-util wraps the connector's error in a boxed type that hides the rustls error from
     // downcasting; its text is distinctive enough.
     let text = error_chain(error).to_ascii_lowercase();
-    ["corrupt message", "invalid peer certificate", "handshake", "unknownissuer", "peer is incompatible"]
-        .iter()
-        .any(|marker| text.contains(marker))
+    [
+        "corrupt message",
+        "invalid peer certificate",
+        "handshake",
+        "unknownissuer",
+        "peer is incompatible",
+    ]
+    .iter()
+    .any(|marker| text.contains(marker))
 }
 
 fn classify(error: &reqwest::Error, timeout: Duration) -> Failure {
@@ -463,11 +539,22 @@ fn traceparent(ctx: &HostContext) -> String {
 }
 
 /// One attempt: send, read the body (bounded), all within `timeout`.
-async fn send_once(client: &reqwest::Client, call: &Call, trace: &str, timeout: Duration) -> Result<Reply, Failure> {
-    let mut builder = client.request(call.method.clone(), call.url.clone()).timeout(timeout);
+async fn send_once(
+    client: &reqwest::Client,
+    call: &Call,
+    trace: &str,
+    timeout: Duration,
+) -> Result<Reply, Failure> {
+    let mut builder = client
+        .request(call.method.clone(), call.url.clone())
+        .timeout(timeout);
     builder = builder.header("traceparent", trace);
     if let Some(content_type) = call.content_type {
-        if !call.headers.iter().any(|(name, _)| name == reqwest::header::CONTENT_TYPE) {
+        if !call
+            .headers
+            .iter()
+            .any(|(name, _)| name == reqwest::header::CONTENT_TYPE)
+        {
             builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
         }
     }
@@ -506,8 +593,16 @@ async fn send_once(client: &reqwest::Client, call: &Call, trace: &str, timeout: 
             }
             body.extend_from_slice(&chunk);
         }
-        let retry_after = headers.iter().find(|(key, _)| key == "retry-after").and_then(|(_, v)| parse_retry_after(v));
-        Ok(Reply { status, headers, body, retry_after })
+        let retry_after = headers
+            .iter()
+            .find(|(key, _)| key == "retry-after")
+            .and_then(|(_, v)| parse_retry_after(v));
+        Ok(Reply {
+            status,
+            headers,
+            body,
+            retry_after,
+        })
     };
     // reqwest's timeout covers connect, headers and body; this outer one is a belt for the braces.
     match tokio::time::timeout(timeout + Duration::from_millis(100), exchange).await {
@@ -523,7 +618,10 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
     }
     let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = when.signed_duration_since(chrono::Utc::now()).to_std().unwrap_or_default();
+    let wait = when
+        .signed_duration_since(chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
@@ -531,7 +629,9 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 fn backoff_delay(base: Duration, retry: u32) -> Duration {
     let full = base.saturating_mul(1_u32 << retry.min(16)).min(MAX_BACKOFF);
     let half = full / 2;
-    half + full.saturating_sub(half).mul_f64(rand::rng().random::<f64>())
+    half + full
+        .saturating_sub(half)
+        .mul_f64(rand::rng().random::<f64>())
 }
 
 /// Journals one attempt (status or failure, and the delay before the next one, if any).
@@ -574,14 +674,25 @@ fn perform(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<(Reply
             let result = send_once(&client, call, &trace, call.timeout).await;
             let retry_in = match &result {
                 _ if attempt > call.retries => None,
-                Ok(reply) if (reply.status >= 500 || reply.status == 429) && !call.expect.accepts(reply.status) => {
-                    Some(reply.retry_after.unwrap_or_else(|| backoff_delay(call.backoff, attempt - 1)))
+                Ok(reply)
+                    if (reply.status >= 500 || reply.status == 429)
+                        && !call.expect.accepts(reply.status) =>
+                {
+                    Some(
+                        reply
+                            .retry_after
+                            .unwrap_or_else(|| backoff_delay(call.backoff, attempt - 1)),
+                    )
                 }
-                Err(failure) if failure.retryable() => Some(backoff_delay(call.backoff, attempt - 1)),
+                Err(failure) if failure.retryable() => {
+                    Some(backoff_delay(call.backoff, attempt - 1))
+                }
                 _ => None,
             };
             journal_attempt(ctx, call, attempt, started, &result, retry_in);
-            let Some(delay) = retry_in else { return (result, attempt) };
+            let Some(delay) = retry_in else {
+                return (result, attempt);
+            };
             let seen = match &result {
                 Ok(reply) => reply.status_text(),
                 Err(failure) => failure.describe(call.max_body),
@@ -599,7 +710,11 @@ fn perform(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<(Reply
             tokio::time::sleep(delay).await;
         }
     })?;
-    let after = if attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() };
+    let after = if attempts > 1 {
+        format!(" (after {attempts} attempts)")
+    } else {
+        String::new()
+    };
     match result {
         Ok(reply) => Ok((reply, attempts)),
         Err(failure) => Err(host_error(ctx.redact(&format!(
@@ -611,10 +726,23 @@ fn perform(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<(Reply
     }
 }
 
-fn expectation_error(ctx: &HostContext, call: &Call, reply: &Reply, attempts: u32) -> Box<rhai::EvalAltResult> {
-    let after = if attempts > 1 { format!(" after {attempts} attempts") } else { String::new() };
+fn expectation_error(
+    ctx: &HostContext,
+    call: &Call,
+    reply: &Reply,
+    attempts: u32,
+) -> Box<rhai::EvalAltResult> {
+    let after = if attempts > 1 {
+        format!(" after {attempts} attempts")
+    } else {
+        String::new()
+    };
     let excerpt = reply.excerpt();
-    let body = if excerpt.is_empty() { " (empty body)".to_owned() } else { format!("; body: {excerpt}") };
+    let body = if excerpt.is_empty() {
+        " (empty body)".to_owned()
+    } else {
+        format!("; body: {excerpt}")
+    };
     host_error(ctx.redact(&format!(
         "{}: {} returned {}{after}, expected {}{body}",
         call.what,
@@ -634,12 +762,18 @@ pub struct NotJson {
 
 impl NotJson {
     fn error(&self, key: &str) -> Box<rhai::EvalAltResult> {
-        let content_type =
-            if self.content_type.is_empty() { String::new() } else { format!(" (content-type {})", self.content_type) };
+        let content_type = if self.content_type.is_empty() {
+            String::new()
+        } else {
+            format!(" (content-type {})", self.content_type)
+        };
         let excerpt = if self.excerpt.is_empty() {
             "the body is empty".to_owned()
         } else {
-            format!("it starts with: {}", self.excerpt.chars().take(80).collect::<String>())
+            format!(
+                "it starts with: {}",
+                self.excerpt.chars().take(80).collect::<String>()
+            )
         };
         host_error(format!(
             "cannot read json.{key}: the response body of {} is not JSON{content_type}; {excerpt}. Use `body` for the raw text",
@@ -658,7 +792,11 @@ fn response_map(ctx: &HostContext, call: &Call, reply: Reply, attempts: u32) -> 
             excerpt: ctx.redact(&reply.excerpt()),
         }),
     };
-    let headers: Map = reply.headers.into_iter().map(|(key, value)| (key.into(), value.into())).collect();
+    let headers: Map = reply
+        .headers
+        .into_iter()
+        .map(|(key, value)| (key.into(), value.into()))
+        .collect();
     map_of([
         ("status", Dynamic::from(i64::from(reply.status))),
         ("headers", Dynamic::from(headers)),
@@ -732,16 +870,29 @@ fn wait_until(ctx: &HostContext, client: &Client, url: &str, options: Map) -> Ho
     let mut options = Options::new(what, options);
     let deadline = match (options.duration("deadline")?, options.duration("timeout")?) {
         (Some(_), Some(_)) => {
-            return Err(host_error(format!("{what}: give either 'deadline' or 'timeout' (the same thing), not both")));
+            return Err(host_error(format!(
+                "{what}: give either 'deadline' or 'timeout' (the same thing), not both"
+            )));
         }
         (Some(d), None) | (None, Some(d)) => d,
         (None, None) => DEFAULT_WAIT_DEADLINE,
     };
-    let interval = options.duration("interval")?.unwrap_or(DEFAULT_WAIT_INTERVAL);
+    let interval = options
+        .duration("interval")?
+        .unwrap_or(DEFAULT_WAIT_INTERVAL);
     let attempt_timeout = options.duration("attempt_timeout")?;
     let method = options.string("method")?.unwrap_or_else(|| "GET".into());
     // `timeout` is the deadline here, so parse_call sees none and uses the default per attempt.
-    let mut call_spec = parse_call(ctx, what, "wait_until", &method, url, Dynamic::UNIT, options, false)?;
+    let mut call_spec = parse_call(
+        ctx,
+        what,
+        "wait_until",
+        &method,
+        url,
+        Dynamic::UNIT,
+        options,
+        false,
+    )?;
     if let Some(timeout) = attempt_timeout.filter(|t| !t.is_zero()) {
         call_spec.timeout = timeout;
     }
@@ -754,7 +905,9 @@ fn wait_until(ctx: &HostContext, client: &Client, url: &str, options: Map) -> Ho
             let mut attempt = 0_u32;
             loop {
                 attempt += 1;
-                let remaining = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+                let remaining = deadline
+                    .saturating_sub(started.elapsed())
+                    .max(Duration::from_millis(1));
                 let timeout = call_spec.timeout.min(remaining);
                 let attempt_started = Instant::now();
                 let result = send_once(&http, &call_spec, &trace, timeout).await;
@@ -778,7 +931,11 @@ fn wait_until(ctx: &HostContext, client: &Client, url: &str, options: Map) -> Ho
                 let seen = match &last {
                     Ok(reply) => {
                         let excerpt = reply.excerpt();
-                        let body = if excerpt.is_empty() { String::new() } else { format!("; body: {excerpt}") };
+                        let body = if excerpt.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; body: {excerpt}")
+                        };
                         format!("last status {}{body}", reply.status_text())
                     }
                     Err(failure) => format!("last error: {}", failure.describe(call_spec.max_body)),
@@ -801,12 +958,18 @@ fn wait_until(ctx: &HostContext, client: &Client, url: &str, options: Map) -> Ho
 pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     engine
         .register_type_with_name::<NotJson>("NotJson")
-        .register_indexer_get(|value: &mut NotJson, key: &str| -> HostResult<Dynamic> { Err(value.error(key)) })
+        .register_indexer_get(|value: &mut NotJson, key: &str| -> HostResult<Dynamic> {
+            Err(value.error(key))
+        })
         .register_indexer_get(|value: &mut NotJson, index: i64| -> HostResult<Dynamic> {
             Err(value.error(&format!("[{index}]")))
         })
-        .register_fn("to_string", |_: &mut NotJson| "(body is not JSON)".to_owned())
-        .register_fn("to_debug", |_: &mut NotJson| "(body is not JSON)".to_owned());
+        .register_fn("to_string", |_: &mut NotJson| {
+            "(body is not JSON)".to_owned()
+        })
+        .register_fn("to_debug", |_: &mut NotJson| {
+            "(body is not JSON)".to_owned()
+        });
 
     let client = Rc::new(Client::default());
     let mut module = Module::new();
@@ -815,19 +978,50 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                        connect errors, timeouts, 5xx, 429), `backoff` (first retry delay, default 250ms), `expect` (status, \"2xx\" or a list;\n\
                        default any 2xx), `read_only`, `max_body` (default 32MiB).";
 
-    let docs_get = format!("GET a URL; returns {result}. Runs in dry runs (a read).\n{options_doc}");
+    let docs_get =
+        format!("GET a URL; returns {result}. Runs in dry runs (a read).\n{options_doc}");
     for with_options in [false, true] {
         let (c, k) = (ctx.clone(), client.clone());
         if with_options {
-            add_fn(&mut module, "get", &["url: String", "options: Map", "Map"], &docs_get, move |url: &str, options: Map| {
-                let call_spec = parse_call(&c, "http::get", "get", "GET", url, Dynamic::UNIT, Options::new("http::get", options), true)?;
-                call(&c, &k, &call_spec)
-            });
+            add_fn(
+                &mut module,
+                "get",
+                &["url: String", "options: Map", "Map"],
+                &docs_get,
+                move |url: &str, options: Map| {
+                    let call_spec = parse_call(
+                        &c,
+                        "http::get",
+                        "get",
+                        "GET",
+                        url,
+                        Dynamic::UNIT,
+                        Options::new("http::get", options),
+                        true,
+                    )?;
+                    call(&c, &k, &call_spec)
+                },
+            );
         } else {
-            add_fn(&mut module, "get", &["url: String", "Map"], &docs_get, move |url: &str| {
-                let call_spec = parse_call(&c, "http::get", "get", "GET", url, Dynamic::UNIT, Options::empty("http::get"), true)?;
-                call(&c, &k, &call_spec)
-            });
+            add_fn(
+                &mut module,
+                "get",
+                &["url: String", "Map"],
+                &docs_get,
+                move |url: &str| {
+                    let call_spec = parse_call(
+                        &c,
+                        "http::get",
+                        "get",
+                        "GET",
+                        url,
+                        Dynamic::UNIT,
+                        Options::empty("http::get"),
+                        true,
+                    )?;
+                    call(&c, &k, &call_spec)
+                },
+            );
         }
     }
 
@@ -836,10 +1030,25 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
          Planned in a dry run unless `read_only: true`.\n{options_doc}"
     );
     let (c, k) = (ctx.clone(), client.clone());
-    add_fn(&mut module, "post", &["url: String", "body: Dynamic", "Map"], &docs_post, move |url: &str, body: Dynamic| {
-        let call_spec = parse_call(&c, "http::post", "post", "POST", url, body, Options::empty("http::post"), true)?;
-        call(&c, &k, &call_spec)
-    });
+    add_fn(
+        &mut module,
+        "post",
+        &["url: String", "body: Dynamic", "Map"],
+        &docs_post,
+        move |url: &str, body: Dynamic| {
+            let call_spec = parse_call(
+                &c,
+                "http::post",
+                "post",
+                "POST",
+                url,
+                body,
+                Options::empty("http::post"),
+                true,
+            )?;
+            call(&c, &k, &call_spec)
+        },
+    );
     let (c, k) = (ctx.clone(), client.clone());
     add_fn(
         &mut module,
@@ -847,7 +1056,16 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         &["url: String", "body: Dynamic", "options: Map", "Map"],
         &docs_post,
         move |url: &str, body: Dynamic, options: Map| {
-            let call_spec = parse_call(&c, "http::post", "post", "POST", url, body, Options::new("http::post", options), true)?;
+            let call_spec = parse_call(
+                &c,
+                "http::post",
+                "post",
+                "POST",
+                url,
+                body,
+                Options::new("http::post", options),
+                true,
+            )?;
             call(&c, &k, &call_spec)
         },
     );
@@ -863,26 +1081,52 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         &["method: String", "url: String", "options: Map", "Map"],
         &docs_request,
         move |method: &str, url: &str, options: Map| {
-            let call_spec =
-                parse_call(&c, "http::request", "request", method, url, Dynamic::UNIT, Options::new("http::request", options), true)?;
+            let call_spec = parse_call(
+                &c,
+                "http::request",
+                "request",
+                method,
+                url,
+                Dynamic::UNIT,
+                Options::new("http::request", options),
+                true,
+            )?;
             call(&c, &k, &call_spec)
         },
     );
     let (c, k) = (ctx.clone(), client.clone());
-    add_fn(&mut module, "request", &["method: String", "url: String", "Map"], &docs_request, move |method: &str, url: &str| {
-        let call_spec =
-            parse_call(&c, "http::request", "request", method, url, Dynamic::UNIT, Options::empty("http::request"), true)?;
-        call(&c, &k, &call_spec)
-    });
+    add_fn(
+        &mut module,
+        "request",
+        &["method: String", "url: String", "Map"],
+        &docs_request,
+        move |method: &str, url: &str| {
+            let call_spec = parse_call(
+                &c,
+                "http::request",
+                "request",
+                method,
+                url,
+                Dynamic::UNIT,
+                Options::empty("http::request"),
+                true,
+            )?;
+            call(&c, &k, &call_spec)
+        },
+    );
 
     let docs_wait = "Polls a URL (GET) until `expect` holds (default any 2xx) or the deadline passes; returns the last response.\n\
                      Options: `timeout` or `deadline` (default 2m), `interval` (default 2s), `attempt_timeout` (default 30s, never past\n\
                      the deadline), `headers`, `bearer`, `query`, `expect`, `max_body`, `read_only`, `method`.\n\
                      The error says how many attempts were made and the last status or error.";
     let (c, k) = (ctx.clone(), client);
-    add_fn(&mut module, "wait_until", &["url: String", "options: Map", "Map"], docs_wait, move |url: &str, options: Map| {
-        wait_until(&c, &k, url, options)
-    });
+    add_fn(
+        &mut module,
+        "wait_until",
+        &["url: String", "options: Map", "Map"],
+        docs_wait,
+        move |url: &str, options: Map| wait_until(&c, &k, url, options),
+    );
     install(engine, "http", module);
 }
 
@@ -893,9 +1137,15 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let first = backoff_delay(Duration::from_millis(100), 0);
-        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
+        assert!(
+            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
+            "{first:?}"
+        );
         let third = backoff_delay(Duration::from_millis(100), 2);
-        assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400), "{third:?}");
+        assert!(
+            third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
+            "{third:?}"
+        );
         assert!(backoff_delay(Duration::from_secs(1), 30) <= MAX_BACKOFF);
     }
 
@@ -903,7 +1153,10 @@ mod tests {
     fn retry_after_reads_seconds_and_dates() {
         assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
         assert_eq!(parse_retry_after("100000"), Some(MAX_RETRY_AFTER));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
@@ -911,7 +1164,14 @@ mod tests {
     fn expect_accepts_codes_classes_and_lists() {
         assert!(Expect::Success.accepts(204));
         assert!(!Expect::Success.accepts(301));
-        let expect = Expect::parse("t", Some(Dynamic::from(vec![Dynamic::from(404_i64), Dynamic::from("5xx")]))).unwrap();
+        let expect = Expect::parse(
+            "t",
+            Some(Dynamic::from(vec![
+                Dynamic::from(404_i64),
+                Dynamic::from("5xx"),
+            ])),
+        )
+        .unwrap();
         assert!(expect.accepts(404) && expect.accepts(503) && !expect.accepts(200));
         assert_eq!(expect.describe(), "404 or 5xx");
     }
