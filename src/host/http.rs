@@ -191,6 +191,7 @@ fn is_sensitive_header(name: &str) -> bool {
         || name.contains("token")
         || name.contains("secret")
         || name.contains("api-key")
+        || name.contains("api_key")
         || name.contains("apikey")
         || name.contains("password")
 }
@@ -495,13 +496,12 @@ fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
         if error.is::<rustls::Error>() {
             return true;
         }
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            if io
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io
                 .get_ref()
                 .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                return true;
-            }
+        {
+            return true;
         }
         current = error.source();
     }
@@ -549,14 +549,14 @@ async fn send_once(
         .request(call.method.clone(), call.url.clone())
         .timeout(timeout);
     builder = builder.header("traceparent", trace);
-    if let Some(content_type) = call.content_type {
-        if !call
-            .headers
-            .iter()
-            .any(|(name, _)| name == reqwest::header::CONTENT_TYPE)
-        {
-            builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
-        }
+    let has_content_type = call
+        .headers
+        .iter()
+        .any(|(name, _)| name == reqwest::header::CONTENT_TYPE);
+    if let Some(content_type) = call.content_type
+        && !has_content_type
+    {
+        builder = builder.header(reqwest::header::CONTENT_TYPE, content_type);
     }
     for (name, value) in &call.headers {
         builder = builder.header(name.clone(), value.clone());
@@ -569,10 +569,10 @@ async fn send_once(
     }
     let exchange = async {
         let mut response = builder.send().await.map_err(|e| classify(&e, timeout))?;
-        if let Some(length) = response.content_length() {
-            if length > call.max_body {
-                return Err(Failure::TooLarge(length, true));
-            }
+        if let Some(length) = response.content_length()
+            && length > call.max_body
+        {
+            return Err(Failure::TooLarge(length, true));
         }
         let status = response.status().as_u16();
         let mut headers: Vec<(String, String)> = Vec::new();
