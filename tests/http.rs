@@ -199,6 +199,57 @@ fn sigint_during_a_hanging_request_exits_130() {
 }
 
 #[test]
+fn a_step_timeout_aborts_a_hanging_request() {
+    let server = HttpServer::start();
+    server.route("/hang", [Reply::hang()]);
+    let started = Instant::now();
+    let (_dir, out) = Test::new()
+        .script(&format!(
+            r#"step("smoke", #{{ timeout: "1s" }}, || http::get("{}", #{{ timeout: "60s" }}));"#,
+            server.url("/hang")
+        ))
+        .expect(1);
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    let journal = out.journal();
+    let effect = journal
+        .iter()
+        .find(|e| e["kind"] == "effect")
+        .expect("the http effect");
+    assert_eq!(effect["outcome"], "cancelled", "{effect}");
+}
+
+#[test]
+fn connect_errors_are_retried() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (_dir, out) = Test::new()
+        .script(&format!(
+            r#"http::get("http://127.0.0.1:{port}/", #{{ retries: 2, backoff: "10ms" }});"#
+        ))
+        .expect(1);
+    assert!(
+        out.stderr
+            .contains("failed (after 3 attempts): cannot connect"),
+        "{}",
+        out.stderr
+    );
+    let journal = out.journal();
+    let attempts = attempts(&journal);
+    assert_eq!(attempts.len(), 3);
+    assert!(
+        attempts.iter().all(|a| a["failure"] == "connect"),
+        "{attempts:?}"
+    );
+}
+
+#[test]
 fn bearer_and_credential_headers_never_appear_in_output_or_journal() {
     let canary = "canary-jwt-7f3a9c2e51";
     let api_token = "tok-4b8d0e6a";
