@@ -449,6 +449,42 @@ fn policy_refuses_hosts_outside_allow_hosts_before_connecting() {
     assert!(server.requests().is_empty());
 }
 
+#[test]
+fn redirects_outside_allow_hosts_are_refused() {
+    let server = HttpServer::start();
+    let port = server.port();
+    server.route(
+        "/old",
+        [Reply::status(302).header("location", &format!("http://localhost:{port}/new"))],
+    );
+    server.route("/moved", [Reply::status(302).header("location", "/new")]);
+    server.route("/new", [Reply::text(200, "new place")]);
+    let (_dir, out) = Test::new()
+        .file("glow.toml", "[http]\nallow_hosts = [\"127.0.0.1\"]\n")
+        .script(&format!(
+            r#"
+            print(http::get("{}").body);
+            http::get("{}");
+            "#,
+            server.url("/moved"),
+            server.url("/old")
+        ))
+        .expect(1);
+    assert_eq!(out.stdout.trim(), "new place");
+    assert!(
+        out.stderr.contains(&format!(
+            "redirect to http://localhost:{port}/new refused: policy refuses host 'localhost'"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        server.requests_to("/new").len(),
+        1,
+        "only the allowed redirect was followed"
+    );
+}
+
 /// Runs a snippet that must fail, returning stderr.
 fn failing(script: &str) -> String {
     Test::new().script(script).status(1).stderr

@@ -16,7 +16,7 @@
 
 use super::{DEFAULT_HTTP_TIMEOUT, Effect, HostContext, Outcome, add_fn, install, map_of};
 use crate::options::{HostResult, Options, host_error};
-use crate::policy::Subject;
+use crate::policy::{Policy, Subject};
 use rand::Rng;
 use reqwest::header::{HeaderName, HeaderValue};
 use rhai::{Dynamic, Engine, Map, Module};
@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::cell::OnceCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Responses larger than this are refused unless `max_body` says otherwise: a runbook reads
@@ -36,6 +37,8 @@ const DEFAULT_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A server's `Retry-After` is honoured up to this long (cancellation still interrupts it).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Redirects followed before giving up (each checked against `[http] allow_hosts`).
+const MAX_REDIRECTS: usize = 10;
 /// `wait_until` defaults: give up after this long, poll this often.
 pub const DEFAULT_WAIT_DEADLINE: Duration = Duration::from_secs(120);
 pub const DEFAULT_WAIT_INTERVAL: Duration = Duration::from_secs(2);
@@ -47,13 +50,26 @@ struct Client {
 }
 
 impl Client {
-    fn get(&self) -> HostResult<reqwest::Client> {
+    fn get(&self, policy: &Arc<Policy>) -> HostResult<reqwest::Client> {
         if let Some(client) = self.cell.get() {
             return Ok(client.clone());
         }
         install_crypto_provider();
+        // A redirect must not lead outside `[http] allow_hosts`: the gate only saw the first URL.
+        let policy = policy.clone();
+        let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= MAX_REDIRECTS {
+                return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+            }
+            let url = attempt.url().clone();
+            match policy.check(&Subject::Host(url.host_str().unwrap_or_default())) {
+                Ok(()) => attempt.follow(),
+                Err(rule) => attempt.error(format!("redirect to {url} refused: {rule}")),
+            }
+        });
         let client = reqwest::Client::builder()
             .user_agent(concat!("glow-run/", env!("CARGO_PKG_VERSION")))
+            .redirect(redirects)
             .build()
             .map_err(|e| {
                 host_error(format!(
@@ -604,7 +620,8 @@ async fn send_once(
             retry_after,
         })
     };
-    // reqwest's timeout covers connect, headers and body; this outer one is a belt for the braces.
+    // reqwest's timeout covers connect, headers and body; this outer one guards
+    // against anything that outlives it.
     match tokio::time::timeout(timeout + Duration::from_millis(100), exchange).await {
         Ok(result) => result,
         Err(_) => Err(Failure::TimedOut(timeout)),
@@ -664,7 +681,7 @@ fn journal_attempt(
 
 /// Sends with retries; returns the last reply (whatever its status) and how many attempts it took.
 fn perform(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<(Reply, u32)> {
-    let client = client.get()?;
+    let client = client.get(&ctx.policy)?;
     let trace = traceparent(ctx);
     let (result, attempts) = ctx.block_on(async {
         let mut attempt = 0;
@@ -898,7 +915,7 @@ fn wait_until(ctx: &HostContext, client: &Client, url: &str, options: Map) -> Ho
     }
     let extra = json!({ "deadline_ms": deadline.as_millis() as u64, "interval_ms": interval.as_millis() as u64 });
     let outcome = ctx.effect(effect_for(&call_spec, extra), |event| {
-        let http = client.get()?;
+        let http = client.get(&ctx.policy)?;
         let trace = traceparent(ctx);
         let started = Instant::now();
         let (last, attempts) = ctx.block_on(async {
