@@ -7,6 +7,10 @@ use crate::support::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// A privileged port nothing listens on. Not "a port that was free a moment ago": tests run in
+/// parallel, and another test's server may be given that port and see our connections.
+const CLOSED_PORT: u16 = 1;
+
 /// The `http_attempt` events of a journal.
 fn attempts(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     events
@@ -224,11 +228,7 @@ fn a_step_timeout_aborts_a_hanging_request() {
 
 #[test]
 fn connect_errors_are_retried() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = CLOSED_PORT;
     let (_dir, out) = Test::new()
         .script(&format!(
             r#"http::get("http://127.0.0.1:{port}/", #{{ retries: 2, backoff: "10ms" }});"#
@@ -510,12 +510,7 @@ fn bad_input_fails_with_clear_errors() {
     let err = failing(r#"http::get("ftp://example.com/file");"#);
     assert!(err.contains("unsupported URL scheme 'ftp' in 'ftp://example.com/file': only http and https are allowed"), "{err}");
 
-    // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = CLOSED_PORT;
     let err = failing(&format!(r#"http::get("http://127.0.0.1:{port}/health");"#));
     assert!(
         err.contains(&format!(
@@ -612,7 +607,7 @@ fn connections_are_reused_and_non_json_responses_still_serialise() {
     let (_dir, out) = Test::new()
         .script(&format!(
             r#"
-            for i in 0..5 {{ http::get("{url}"); }}
+            for i in 0..19 {{ http::get("{url}"); }}
             let r = http::get("{url}");
             print(json::stringify(#{{ status: r.status, body: r.body, json: r.json }}));
             print(r.json);
@@ -624,11 +619,13 @@ fn connections_are_reused_and_non_json_responses_still_serialise() {
         out.stdout.trim(),
         "{\"body\":\"plain words\",\"json\":null,\"status\":200}\n(body is not JSON)"
     );
-    assert_eq!(server.requests_to("/page").len(), 6);
-    assert_eq!(
-        server.connections(),
-        1,
-        "one client per run keeps the connection alive"
+    assert_eq!(server.requests_to("/page").len(), 20);
+    // Usually 1; hyper may open a second connection when the first has not gone back to the
+    // pool yet (a busy machine), so allow a few, far fewer than one per request.
+    let connections = server.connections();
+    assert!(
+        connections <= 5,
+        "one client per run reuses connections: {connections} for 20 requests"
     );
 }
 
