@@ -12,8 +12,22 @@ pub fn to_dynamic(value: &serde_json::Value) -> Dynamic {
 
 /// Converts a Rhai value into JSON; closures and custom types become their text.
 pub fn from_dynamic(value: &Dynamic) -> serde_json::Value {
-    rhai::serde::from_dynamic::<serde_json::Value>(value)
-        .unwrap_or_else(|_| serde_json::Value::String(value.to_string()))
+    rhai::serde::from_dynamic::<serde_json::Value>(value).unwrap_or_else(|_| lossy(value))
+}
+
+/// Element by element, so that one value JSON cannot hold (a closure, a custom type) does not
+/// turn its whole container into text. The `json` of a non-JSON HTTP response becomes null.
+fn lossy(value: &Dynamic) -> serde_json::Value {
+    if let Some(map) = value.read_lock::<rhai::Map>() {
+        return serde_json::Value::Object(map.iter().map(|(k, v)| (k.to_string(), from_dynamic(v))).collect());
+    }
+    if let Some(array) = value.read_lock::<rhai::Array>() {
+        return serde_json::Value::Array(array.iter().map(from_dynamic).collect());
+    }
+    if value.is::<super::http::NotJson>() {
+        return serde_json::Value::Null;
+    }
+    serde_json::Value::String(value.to_string())
 }
 
 pub fn parse(text: &str) -> HostResult<Dynamic> {
