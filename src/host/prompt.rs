@@ -188,7 +188,10 @@ fn theme() -> ColorfulTheme {
 fn confirm(ctx: &HostContext, question: &str, options: Map) -> HostResult<bool> {
     let mut options = Options::new("prompt::confirm", options);
     let id = options.string("id")?.unwrap_or_else(|| slug(question));
-    let default = options.bool("default")?;
+    let default = match options.bool("default_value")? {
+        Some(value) => Some(value),
+        None => options.bool("default")?,
+    };
     options.finish()?;
     note_question(ctx, &id);
 
@@ -225,7 +228,10 @@ fn confirm(ctx: &HostContext, question: &str, options: Map) -> HostResult<bool> 
 fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> {
     let mut options = Options::new("prompt::input", options);
     let id = options.string("id")?.unwrap_or_else(|| slug(question));
-    let default = options.string("default")?;
+    let default = match options.string("default_value")? {
+        Some(value) => Some(value),
+        None => options.string("default")?,
+    };
     let pattern = options.string("pattern")?;
     options.finish()?;
     let regex = match &pattern {
@@ -280,7 +286,7 @@ fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> 
 fn select(ctx: &HostContext, question: &str, choices: Array, options: Map) -> HostResult<String> {
     let mut options = Options::new("prompt::select", options);
     let id = options.string("id")?.unwrap_or_else(|| slug(question));
-    let default = options.value("default");
+    let default = options.value("default_value").or_else(|| options.value("default"));
     options.finish()?;
     let choices: Vec<String> = choices.iter().map(|choice| choice.to_string()).collect();
     if choices.is_empty() {
@@ -472,7 +478,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     let mut module = Module::new();
 
     let docs = "Asks a yes/no question; returns true or false.\n\
-                Options: `id` (for non-interactive answers; default: the question slugged), `default` (bool).\n\
+                Options: `id` (for non-interactive answers; default: the question slugged), `default_value` (bool; `default` is a reserved word in Rhai).\n\
                 Answered by --answers FILE, GLOW_ANSWER_<ID>, --yes, or a person at the terminal.";
     let c = ctx.clone();
     add_fn(&mut module, "confirm", &["question: String", "bool"], docs, move |question: &str| {
@@ -484,7 +490,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     });
 
     let docs = "Asks for a line of text; returns it.\n\
-                Options: `id`, `default` (string), `pattern` (a regex the whole answer must match).";
+                Options: `id`, `default_value` (string), `pattern` (a regex the whole answer must match).";
     let c = ctx.clone();
     add_fn(&mut module, "input", &["question: String", "String"], docs, move |question: &str| {
         input(&c, question, Map::new())
@@ -495,12 +501,12 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     });
     let c = ctx.clone();
     add_fn(&mut module, "input", &["question: String", "default: String", "String"], docs, move |question: &str, default: &str| {
-        input(&c, question, map_of([("default", Dynamic::from(default.to_owned()))]))
+        input(&c, question, map_of([("default_value", Dynamic::from(default.to_owned()))]))
     });
 
     let docs = "Asks to choose one of `options` (arrow keys at a terminal); returns the chosen option.\n\
                 A non-interactive answer is the option's text or its 0-based index.\n\
-                Options: `id`, `default` (an option's text or index; else the first).";
+                Options: `id`, `default_value` (an option's text or index; else the first).";
     let c = ctx.clone();
     add_fn(&mut module, "select", &["question: String", "options: Array", "String"], docs, move |question: &str, choices: Array| {
         select(&c, question, choices, Map::new())
