@@ -10,7 +10,10 @@ use std::sync::Mutex;
 
 /// Output that waits while a prompt is on the terminal, so lines from running work (other
 /// threads) do not garble it: `(to_stdout, bytes)` in order. `None` when nothing is held.
-static HELD: Mutex<Option<Vec<(bool, Vec<u8>)>>> = Mutex::new(None);
+static HELD: Mutex<Option<Vec<HeldLine>>> = Mutex::new(None);
+
+/// One held line: whether it goes to stdout (else stderr), and its bytes.
+type HeldLine = (bool, Vec<u8>);
 
 /// Holds the reporter's output until dropped (then writes it, in order). Taken by `prompt`.
 pub struct HeldOutput(());

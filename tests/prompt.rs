@@ -20,10 +20,17 @@ const PTY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Runs glow-run with stdin closed and no controlling terminal (a new session).
 fn detached(test: &Test) -> (Finished, Duration) {
     let mut command = test.command();
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
     }
     let started = Instant::now();
     let child = command.spawn().expect("spawn glow-run");
@@ -49,7 +56,11 @@ fn detached_status(test: &Test, expected: i32) -> Finished {
 }
 
 fn prompt_events(finished: &Finished) -> Vec<Value> {
-    finished.journal().into_iter().filter(|e| e["kind"] == "prompt").collect()
+    finished
+        .journal()
+        .into_iter()
+        .filter(|e| e["kind"] == "prompt")
+        .collect()
 }
 
 const FOUR_PROMPTS: &str = r#"
@@ -73,12 +84,32 @@ fn no_terminal_and_no_answer_fails_at_once_naming_the_prompt() {
     );
     let (finished, elapsed) = detached(&test);
     assert_eq!(finished.status, 1, "stderr: {}", finished.stderr);
-    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}: it must not wait for an answer");
-    let run_end = finished.journal().into_iter().find(|e| e["kind"] == "run_end").unwrap();
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "took {elapsed:?}: it must not wait for an answer"
+    );
+    let run_end = finished
+        .journal()
+        .into_iter()
+        .find(|e| e["kind"] == "run_end")
+        .unwrap();
     assert!(run_end["duration_ms"].as_u64().unwrap() < 1000, "{run_end}");
-    assert!(!finished.stdout.contains("deployed"), "never assume yes: {}", finished.stdout);
-    for needle in ["deploy_to_production", "--answers FILE", "GLOW_ANSWER_DEPLOY_TO_PRODUCTION", "--yes"] {
-        assert!(finished.stderr.contains(needle), "missing {needle:?} in:\n{}", finished.stderr);
+    assert!(
+        !finished.stdout.contains("deployed"),
+        "never assume yes: {}",
+        finished.stdout
+    );
+    for needle in [
+        "deploy_to_production",
+        "--answers FILE",
+        "GLOW_ANSWER_DEPLOY_TO_PRODUCTION",
+        "--yes",
+    ] {
+        assert!(
+            finished.stderr.contains(needle),
+            "missing {needle:?} in:\n{}",
+            finished.stderr
+        );
     }
 }
 
@@ -86,9 +117,21 @@ fn no_terminal_and_no_answer_fails_at_once_naming_the_prompt() {
 fn unanswered_input_and_approval_fail_too_and_say_yes_does_not_answer_them() {
     let test = Test::new().script(r#"prompt::input("Release tag?");"#);
     let finished = detached_status(&test, 1);
-    assert!(finished.stderr.contains("release_tag"), "{}", finished.stderr);
-    assert!(finished.stderr.contains("GLOW_ANSWER_RELEASE_TAG"), "{}", finished.stderr);
-    assert!(finished.stderr.contains("confirms only"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("release_tag"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("GLOW_ANSWER_RELEASE_TAG"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("confirms only"),
+        "{}",
+        finished.stderr
+    );
 }
 
 #[test]
@@ -107,15 +150,28 @@ fn answers_file_in_toml_answers_every_kind_of_prompt() {
         .args(&["--answers", "answers.toml"]);
     let finished = detached_status(&test, 0);
     assert!(
-        finished.stdout.contains("go=true tag=v1.4.0 env=production approver=sam@example.com"),
+        finished
+            .stdout
+            .contains("go=true tag=v1.4.0 env=production approver=sam@example.com"),
         "{}",
         finished.stdout
     );
     let prompts = prompt_events(&finished);
     assert_eq!(prompts.len(), 4, "{prompts:?}");
-    assert!(prompts.iter().all(|p| p["source"] == "answers-file"), "{prompts:?}");
+    assert!(
+        prompts.iter().all(|p| p["source"] == "answers-file"),
+        "{prompts:?}"
+    );
     let ids: Vec<&str> = prompts.iter().map(|p| p["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["deploy_to_production", "release_tag", "which_environment", "approve_security"]);
+    assert_eq!(
+        ids,
+        [
+            "deploy_to_production",
+            "release_tag",
+            "which_environment",
+            "approve_security"
+        ]
+    );
 }
 
 #[test]
@@ -130,23 +186,39 @@ fn answers_file_in_json_answers_too_and_a_bad_answer_is_an_error() {
         .args(&["--answers", "answers.json"]);
     let finished = detached_status(&test, 0);
     assert!(
-        finished.stdout.contains("go=false tag=v2.0.0 env=staging approver=lee@example.com"),
+        finished
+            .stdout
+            .contains("go=false tag=v2.0.0 env=staging approver=lee@example.com"),
         "{}",
         finished.stdout
     );
 
     // An answer that does not match the input's pattern fails; it is not taken.
     let test = Test::new()
-        .file("answers.json", r#"{ "deploy_to_production": true, "release_tag": "latest" }"#)
+        .file(
+            "answers.json",
+            r#"{ "deploy_to_production": true, "release_tag": "latest" }"#,
+        )
         .script(FOUR_PROMPTS)
         .args(&["--answers", "answers.json"]);
     let finished = detached_status(&test, 1);
-    assert!(finished.stderr.contains("release_tag") && finished.stderr.contains("pattern"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("release_tag") && finished.stderr.contains("pattern"),
+        "{}",
+        finished.stderr
+    );
 
     // A malformed answers file is a configuration error before anything runs.
-    let test = Test::new().file("answers.json", "{ nope").script(FOUR_PROMPTS).args(&["--answers", "answers.json"]);
+    let test = Test::new()
+        .file("answers.json", "{ nope")
+        .script(FOUR_PROMPTS)
+        .args(&["--answers", "answers.json"]);
     let finished = detached_status(&test, 2);
-    assert!(finished.stderr.contains("answers.json"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("answers.json"),
+        "{}",
+        finished.stderr
+    );
 }
 
 #[test]
@@ -160,11 +232,17 @@ fn environment_variables_answer_prompts_by_id() {
         .env("GLOW_APPROVER", "ops-bot@example.com");
     let finished = detached_status(&test, 0);
     assert!(
-        finished.stdout.contains("go=true tag=v3.1.4 env=staging approver=ops-bot@example.com"),
+        finished
+            .stdout
+            .contains("go=true tag=v3.1.4 env=staging approver=ops-bot@example.com"),
         "{}",
         finished.stdout
     );
-    assert!(prompt_events(&finished).iter().all(|p| p["source"] == "env"));
+    assert!(
+        prompt_events(&finished)
+            .iter()
+            .all(|p| p["source"] == "env")
+    );
 
     // An explicit id from opts is what the variable is named after.
     let test = Test::new()
@@ -189,12 +267,27 @@ fn yes_answers_confirms_but_never_an_approval() {
         .env("GLOW_APPROVER", "someone@example.com")
         .arg("--yes");
     let finished = detached_status(&test, 1);
-    assert!(finished.stdout.contains("confirmed=true"), "{}", finished.stdout);
+    assert!(
+        finished.stdout.contains("confirmed=true"),
+        "{}",
+        finished.stdout
+    );
     assert!(!finished.stdout.contains("approved"), "{}", finished.stdout);
-    assert!(finished.stderr.contains("approve_security"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("approve_security"),
+        "{}",
+        finished.stderr
+    );
     let events = finished.journal();
-    assert!(events.iter().any(|e| e["kind"] == "prompt" && e["source"] == "yes"));
-    assert!(!events.iter().any(|e| e["kind"] == "approval"), "no approval may be recorded");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "prompt" && e["source"] == "yes")
+    );
+    assert!(
+        !events.iter().any(|e| e["kind"] == "approval"),
+        "no approval may be recorded"
+    );
 }
 
 #[test]
@@ -226,12 +319,21 @@ fn approve_records_identity_time_script_hash_and_plan_hash() {
     let expected = hex::encode(Sha256::digest(b"build\texec\trun\ttrue"));
     assert_eq!(approval["plan_hash"], expected.as_str());
     let time = chrono::DateTime::parse_from_rfc3339(approval["time"].as_str().unwrap()).unwrap();
-    let started = chrono::DateTime::parse_from_rfc3339(run_start["time"].as_str().unwrap()).unwrap();
+    let started =
+        chrono::DateTime::parse_from_rfc3339(run_start["time"].as_str().unwrap()).unwrap();
     assert!(time >= started, "{time} {started}");
-    assert!(finished.stdout.contains(&format!("approver=carol@example.com planned=false plan={expected}")), "{}", finished.stdout);
+    assert!(
+        finished.stdout.contains(&format!(
+            "approver=carol@example.com planned=false plan={expected}"
+        )),
+        "{}",
+        finished.stdout
+    );
 
     // "no" declines: the run fails and nothing is recorded as approved.
-    let test = Test::new().script(r#"prompt::approve("product");"#).env("GLOW_ANSWER_APPROVE_PRODUCT", "no");
+    let test = Test::new()
+        .script(r#"prompt::approve("product");"#)
+        .env("GLOW_ANSWER_APPROVE_PRODUCT", "no");
     let finished = detached_status(&test, 1);
     assert!(finished.stderr.contains("declined"), "{}", finished.stderr);
     assert!(!finished.journal().iter().any(|e| e["kind"] == "approval"));
@@ -247,8 +349,16 @@ fn distinct_from_initiator_refuses_the_person_who_started_the_run() {
         .env("GLOW_INITIATOR", "alice@example.com")
         .env("GLOW_ANSWER_APPROVE_DEVOPS", "Alice@Example.com");
     let finished = detached_status(&test, 1);
-    assert!(finished.stderr.contains("distinct_from_initiator"), "{}", finished.stderr);
-    assert!(finished.stderr.contains("alice@example.com"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("distinct_from_initiator"),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("alice@example.com"),
+        "{}",
+        finished.stderr
+    );
     assert!(!finished.journal().iter().any(|e| e["kind"] == "approval"));
 
     // `true` resolves to GLOW_APPROVER: the same person is refused as well.
@@ -287,14 +397,33 @@ fn dry_run_never_blocks_and_lists_questions_and_sign_offs_in_the_plan() {
         )
         .arg("--dry-run");
     let finished = detached_status(&test, 0);
-    assert!(finished.stdout.contains("go=false tag=v0.0.1 env=staging key=0 planned=true"), "{}", finished.stdout);
-    let plan = finished.journal().into_iter().find(|e| e["kind"] == "plan").unwrap();
+    assert!(
+        finished
+            .stdout
+            .contains("go=false tag=v0.0.1 env=staging key=0 planned=true"),
+        "{}",
+        finished.stdout
+    );
+    let plan = finished
+        .journal()
+        .into_iter()
+        .find(|e| e["kind"] == "plan")
+        .unwrap();
     assert_eq!(
         plan["needs"]["questions"],
-        serde_json::json!(["deploy_to_production", "release_tag", "which_environment", "api_key"])
+        serde_json::json!([
+            "deploy_to_production",
+            "release_tag",
+            "which_environment",
+            "api_key"
+        ])
     );
     assert_eq!(plan["needs"]["approvals"], serde_json::json!(["security"]));
-    assert!(finished.stderr.contains("approvals: security"), "{}", finished.stderr);
+    assert!(
+        finished.stderr.contains("approvals: security"),
+        "{}",
+        finished.stderr
+    );
     assert!(!finished.journal().iter().any(|e| e["kind"] == "approval"));
 }
 
@@ -332,7 +461,11 @@ fn with_echo(test: &Test) -> std::process::Command {
 fn through_shell(test: &Test, line: &str) -> std::process::Command {
     let inner = test.command();
     let mut command = std::process::Command::new("sh");
-    command.arg("-c").arg(line).arg(inner.get_program()).args(inner.get_args());
+    command
+        .arg("-c")
+        .arg(line)
+        .arg(inner.get_program())
+        .args(inner.get_args());
     command.current_dir(test.path());
     for (key, value) in inner.get_envs() {
         match value {
@@ -361,12 +494,20 @@ fn pty_confirm_answered_y_and_n_with_output_piped() {
         // stdout and stderr go to files: the prompt must still reach the terminal (/dev/tty).
         let mut session = spawn_pty(redirected(&test));
         if let Err(e) = session.expect("Ship the release now?") {
-            panic!("the question on the terminal: {e}\n{}\n{}", read(&test, "out.txt"), read(&test, "err.txt"));
+            panic!(
+                "the question on the terminal: {e}\n{}\n{}",
+                read(&test, "out.txt"),
+                read(&test, "err.txt")
+            );
         }
         session.send(key).unwrap();
         let (_, code) = finish(&mut session);
         assert_eq!(code, 0, "{}", read(&test, "err.txt"));
-        assert!(read(&test, "out.txt").contains(expected), "{}", read(&test, "out.txt"));
+        assert!(
+            read(&test, "out.txt").contains(expected),
+            "{}",
+            read(&test, "out.txt")
+        );
         let events = read(&test, "err.txt");
         assert!(events.contains("ship_the_release_now"), "{events}");
     }
@@ -381,19 +522,30 @@ fn pty_select_by_arrow_keys() {
         "#,
     );
     let mut session = spawn_pty(test.command());
-    session.expect("canary").expect("the options on the terminal");
+    session
+        .expect("canary")
+        .expect("the options on the terminal");
     session.send("\x1b[B").unwrap();
     session.send("\r").unwrap();
     let (text, code) = finish(&mut session);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("chosen=production"), "{text}");
-    let prompt = finish_journal(&test).into_iter().find(|e| e["kind"] == "prompt").unwrap();
+    let prompt = finish_journal(&test)
+        .into_iter()
+        .find(|e| e["kind"] == "prompt")
+        .unwrap();
     assert_eq!(prompt["source"], "terminal");
     assert_eq!(prompt["answer"], "production");
 }
 
 fn finish_journal(test: &Test) -> Vec<Value> {
-    Finished { status: 0, stdout: String::new(), stderr: String::new(), dir: test.path().to_owned() }.journal()
+    Finished {
+        status: 0,
+        stdout: String::new(),
+        stderr: String::new(),
+        dir: test.path().to_owned(),
+    }
+    .journal()
 }
 
 #[test]
@@ -405,7 +557,9 @@ fn pty_input_takes_its_default_on_enter() {
         "#,
     );
     let mut session = spawn_pty(test.command());
-    session.expect("v1.2.3").expect("the question and its default");
+    session
+        .expect("v1.2.3")
+        .expect("the question and its default");
     session.send("\r").unwrap();
     let (text, code) = finish(&mut session);
     assert_eq!(code, 0, "{text}");
@@ -416,7 +570,10 @@ fn pty_input_takes_its_default_on_enter() {
 fn wait_for_echo_off(session: &Session) {
     let deadline = Instant::now() + PTY_TIMEOUT;
     while session.get_process().get_echo().expect("termios") {
-        assert!(Instant::now() < deadline, "the secret prompt never turned echo off");
+        assert!(
+            Instant::now() < deadline,
+            "the secret prompt never turned echo off"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -435,21 +592,32 @@ fn pty_secret_is_not_echoed_and_never_written() {
         "#,
     );
     let mut session = spawn_pty(with_echo(&test));
-    session.expect("API token?").expect("the question on the terminal");
+    session
+        .expect("API token?")
+        .expect("the question on the terminal");
     wait_for_echo_off(&session);
     session.send(format!("{SECRET}\r")).unwrap();
     let (text, code) = finish(&mut session);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains(&format!("length={}", SECRET.len())), "{text}");
     assert!(text.contains("token=[redacted]"), "{text}");
-    assert!(!text.contains(SECRET), "the secret reached the terminal:\n{text}");
-    assert!(session.get_process().get_echo().unwrap(), "echo must be back on");
+    assert!(
+        !text.contains(SECRET),
+        "the secret reached the terminal:\n{text}"
+    );
+    assert!(
+        session.get_process().get_echo().unwrap(),
+        "echo must be back on"
+    );
     let journal = std::fs::read_dir(test.path().join(".glow/runs"))
         .unwrap()
         .map(|dir| std::fs::read_to_string(dir.unwrap().path().join("journal.jsonl")).unwrap())
         .collect::<String>();
     assert!(!journal.contains(SECRET), "the secret reached the journal");
-    let prompt = finish_journal(&test).into_iter().find(|e| e["kind"] == "prompt").unwrap();
+    let prompt = finish_journal(&test)
+        .into_iter()
+        .find(|e| e["kind"] == "prompt")
+        .unwrap();
     assert_eq!(prompt["answer"], "[redacted]");
     assert_eq!(prompt["type"], "secret");
 }
@@ -463,7 +631,9 @@ fn pty_ctrl_c_in_a_prompt_exits_130_and_restores_the_terminal() {
         "#,
     );
     let mut session = spawn_pty(test.command());
-    let shown_so_far = session.expect("production").expect("the options on the terminal");
+    let shown_so_far = session
+        .expect("production")
+        .expect("the options on the terminal");
     session.send("\x03").unwrap();
     let (rest, code) = finish(&mut session);
     let text = String::from_utf8_lossy(shown_so_far.as_bytes()).into_owned() + &rest;
@@ -474,16 +644,25 @@ fn pty_ctrl_c_in_a_prompt_exits_130_and_restores_the_terminal() {
     assert!(shown > hidden, "the cursor is left hidden:\n{text:?}");
 
     // In a secret prompt (echo off, canonical) Ctrl-C is a signal: echo must come back on.
-    let test = Test::new().script(r#"step("login", || { prompt::secret("API token?"); print("got it"); });"#);
+    let test = Test::new()
+        .script(r#"step("login", || { prompt::secret("API token?"); print("got it"); });"#);
     let mut session = spawn_pty(with_echo(&test));
-    session.expect("API token?").expect("the question on the terminal");
+    session
+        .expect("API token?")
+        .expect("the question on the terminal");
     wait_for_echo_off(&session);
     session.send("\x03").unwrap();
     let (text, code) = finish(&mut session);
     assert_eq!(code, 130, "{text}");
     assert!(!text.contains("got it"), "{text}");
-    assert!(session.get_process().get_echo().unwrap(), "echo must be back on after Ctrl-C");
-    let run_end = finish_journal(&test).into_iter().find(|e| e["kind"] == "run_end").unwrap();
+    assert!(
+        session.get_process().get_echo().unwrap(),
+        "echo must be back on after Ctrl-C"
+    );
+    let run_end = finish_journal(&test)
+        .into_iter()
+        .find(|e| e["kind"] == "run_end")
+        .unwrap();
     assert_eq!(run_end["outcome"], "interrupted");
 }
 
@@ -498,12 +677,17 @@ fn pty_approver_types_their_identity() {
         )
         .env("GLOW_INITIATOR", "alice@example.com");
     let mut session = spawn_pty(test.command());
-    session.expect("type your identity").expect("the sign-off question");
+    session
+        .expect("type your identity")
+        .expect("the sign-off question");
     session.send("pat@example.com\r").unwrap();
     let (text, code) = finish(&mut session);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("approved by pat@example.com"), "{text}");
-    let approval = finish_journal(&test).into_iter().find(|e| e["kind"] == "approval").unwrap();
+    let approval = finish_journal(&test)
+        .into_iter()
+        .find(|e| e["kind"] == "approval")
+        .unwrap();
     assert_eq!(approval["approver"], "pat@example.com");
     assert_eq!(approval["source"], "terminal");
 }

@@ -87,13 +87,31 @@ pub fn slug(text: &str) -> String {
         }
     }
     let id = id.trim_matches('_');
-    if id.is_empty() { "prompt".to_owned() } else { id.to_owned() }
+    if id.is_empty() {
+        "prompt".to_owned()
+    } else {
+        id.to_owned()
+    }
+}
+
+/// The id of `approve(role)`: `approve_` and the role slugged.
+pub fn approve_id(role: &str) -> String {
+    format!("approve_{}", slug(role))
 }
 
 /// `GLOW_ANSWER_<ID>`: the id in upper case, any character other than `A-Z0-9_` as `_`.
 pub fn env_name(id: &str) -> String {
-    let upper: String =
-        id.to_uppercase().chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+    let upper: String = id
+        .to_uppercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("GLOW_ANSWER_{upper}")
 }
 
@@ -245,12 +263,12 @@ fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> 
 
     let (answer, source) = if let Some((value, source)) = given(ctx, &id, Kind::Input) {
         let answer = answer_text(&value);
-        if let (Some(regex), Some(pattern)) = (&regex, &pattern) {
-            if !regex.is_match(&answer) {
-                return Err(host_error(format!(
-                    "prompt '{id}': the answer '{answer}' does not match the pattern {pattern}"
-                )));
-            }
+        if let (Some(regex), Some(pattern)) = (&regex, &pattern)
+            && !regex.is_match(&answer)
+        {
+            return Err(host_error(format!(
+                "prompt '{id}': the answer '{answer}' does not match the pattern {pattern}"
+            )));
         }
         (answer, source)
     } else if ctx.is_dry_run() {
@@ -266,7 +284,11 @@ fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> 
             match (regex, pattern) {
                 (Some(regex), Some(pattern)) => {
                     input = input.validate_with(move |text: &String| -> Result<(), String> {
-                        if regex.is_match(text) { Ok(()) } else { Err(format!("must match {pattern}")) }
+                        if regex.is_match(text) {
+                            Ok(())
+                        } else {
+                            Err(format!("must match {pattern}"))
+                        }
                     });
                 }
                 _ => input = input.allow_empty(true),
@@ -286,25 +308,36 @@ fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> 
 fn select(ctx: &HostContext, question: &str, choices: Array, options: Map) -> HostResult<String> {
     let mut options = Options::new("prompt::select", options);
     let id = options.string("id")?.unwrap_or_else(|| slug(question));
-    let default = options.value("default_value").or_else(|| options.value("default"));
+    let default = options
+        .value("default_value")
+        .or_else(|| options.value("default"));
     options.finish()?;
     let choices: Vec<String> = choices.iter().map(|choice| choice.to_string()).collect();
     if choices.is_empty() {
-        return Err(host_error(format!("prompt::select '{id}': no options to choose from")));
+        return Err(host_error(format!(
+            "prompt::select '{id}': no options to choose from"
+        )));
     }
     // An option is named by its text or its 0-based index.
     let pick = |value: &Value| -> Option<usize> {
         let text = answer_text(value);
-        choices.iter().position(|choice| *choice == text).or_else(|| {
-            let index = value.as_u64().or_else(|| text.trim().parse::<u64>().ok())?;
-            usize::try_from(index).ok().filter(|&i| i < choices.len())
-        })
+        choices
+            .iter()
+            .position(|choice| *choice == text)
+            .or_else(|| {
+                let index = value.as_u64().or_else(|| text.trim().parse::<u64>().ok())?;
+                usize::try_from(index).ok().filter(|&i| i < choices.len())
+            })
     };
     let default_index = match &default {
         None => None,
-        Some(value) => Some(pick(&crate::host::json::from_dynamic(value)).ok_or_else(|| {
-            host_error(format!("prompt::select '{id}': the default {value} is not one of the options"))
-        })?),
+        Some(value) => Some(
+            pick(&crate::host::json::from_dynamic(value)).ok_or_else(|| {
+                host_error(format!(
+                    "prompt::select '{id}': the default {value} is not one of the options"
+                ))
+            })?,
+        ),
     };
     note_question(ctx, &id);
 
@@ -355,14 +388,23 @@ fn secret(ctx: &HostContext, question: &str, options: Map) -> HostResult<String>
         let prompt = question.to_owned();
         let answer = tty.ask(ctx, &id, move |term| {
             let theme = theme();
-            dialoguer::Password::with_theme(&theme).with_prompt(prompt).interact_on(term)
+            dialoguer::Password::with_theme(&theme)
+                .with_prompt(prompt)
+                .interact_on(term)
         })?;
         (answer, Source::Terminal)
     } else {
         return Err(unanswered(&id, Kind::Secret));
     };
     ctx.register_secret(&answer);
-    record(ctx, &id, Kind::Secret, question, json!("[redacted]"), source);
+    record(
+        ctx,
+        &id,
+        Kind::Secret,
+        question,
+        json!("[redacted]"),
+        source,
+    );
     Ok(answer)
 }
 
@@ -387,8 +429,10 @@ fn verdict(value: &Value) -> Option<Verdict> {
 
 fn approve(ctx: &HostContext, role: &str, options: Map) -> HostResult<Map> {
     let mut options = Options::new("prompt::approve", options);
-    let id = options.string("id")?.unwrap_or_else(|| format!("approve_{}", slug(role)));
-    let question = options.string("question")?.unwrap_or_else(|| format!("Sign-off as {role}"));
+    let id = options.string("id")?.unwrap_or_else(|| approve_id(role));
+    let question = options
+        .string("question")?
+        .unwrap_or_else(|| format!("Sign-off as {role}"));
     options.finish()?;
     if ctx.is_dry_run() {
         ctx.needs(|needs| {
@@ -402,7 +446,14 @@ fn approve(ctx: &HostContext, role: &str, options: Map) -> HostResult<Map> {
     let (answer, source) = if let Some((value, source)) = given(ctx, &id, Kind::Approve) {
         (value, source)
     } else if ctx.is_dry_run() {
-        record(ctx, &id, Kind::Approve, &question, Value::Null, Source::Default);
+        record(
+            ctx,
+            &id,
+            Kind::Approve,
+            &question,
+            Value::Null,
+            Source::Default,
+        );
         return Ok(approval_map(ctx, &id, role, "", &plan_hash, true));
     } else if let Some(tty) = Tty::open() {
         let prompt = format!(
@@ -414,7 +465,11 @@ fn approve(ctx: &HostContext, role: &str, options: Map) -> HostResult<Map> {
             dialoguer::Input::<String>::with_theme(&theme)
                 .with_prompt(prompt)
                 .validate_with(|text: &String| -> Result<(), &str> {
-                    if text.trim().is_empty() { Err("type your identity (e.g. your e-mail), or no") } else { Ok(()) }
+                    if text.trim().is_empty() {
+                        Err("type your identity (e.g. your e-mail), or no")
+                    } else {
+                        Ok(())
+                    }
                 })
                 .interact_text_on(term)
         })?;
@@ -427,14 +482,24 @@ fn approve(ctx: &HostContext, role: &str, options: Map) -> HostResult<Map> {
     let approver = match verdict(&answer) {
         Some(Verdict::Approved(approver)) => approver,
         Some(Verdict::Declined) => {
-            return Err(host_error(format!("approval '{role}' was declined (prompt '{id}')")));
+            return Err(host_error(format!(
+                "approval '{role}' was declined (prompt '{id}')"
+            )));
         }
-        None => return Err(host_error(format!("prompt '{id}': an approval needs an identity or true"))),
+        None => {
+            return Err(host_error(format!(
+                "prompt '{id}': an approval needs an identity or true"
+            )));
+        }
     };
     if ctx.policy.approvals.distinct_from_initiator {
         let initiator = ctx.initiator();
         if approver.trim().eq_ignore_ascii_case(initiator.trim()) {
-            let file = ctx.policy.source.as_ref().map_or_else(|| "glow.toml".to_owned(), |p| p.display().to_string());
+            let file = ctx
+                .policy
+                .source
+                .as_ref()
+                .map_or_else(|| "glow.toml".to_owned(), |p| p.display().to_string());
             return Err(host_error(format!(
                 "policy refuses the approval '{role}' by {approver}: {initiator} started this run and \
                  [approvals] distinct_from_initiator = true ({file}); another person must approve"
@@ -453,14 +518,21 @@ fn approve(ctx: &HostContext, role: &str, options: Map) -> HostResult<Map> {
             "approver": approver,
             "script_sha256": ctx.settings.sha256,
             "plan_hash": plan_hash,
-            "answer": answer,
+            "answer": answer_text(&answer),
             "source": source.as_str(),
         }),
     );
     Ok(result)
 }
 
-fn approval_map(ctx: &HostContext, id: &str, role: &str, approver: &str, plan_hash: &str, planned: bool) -> Map {
+fn approval_map(
+    ctx: &HostContext,
+    id: &str,
+    role: &str,
+    approver: &str,
+    plan_hash: &str,
+    planned: bool,
+) -> Map {
     map_of([
         ("id", Dynamic::from(id.to_owned())),
         ("role", Dynamic::from(role.to_owned())),
@@ -481,36 +553,66 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                 Options: `id` (for non-interactive answers; default: the question slugged), `default_value` (bool; `default` is a reserved word in Rhai).\n\
                 Answered by --answers FILE, GLOW_ANSWER_<ID>, --yes, or a person at the terminal.";
     let c = ctx.clone();
-    add_fn(&mut module, "confirm", &["question: String", "bool"], docs, move |question: &str| {
-        confirm(&c, question, Map::new())
-    });
+    add_fn(
+        &mut module,
+        "confirm",
+        &["question: String", "bool"],
+        docs,
+        move |question: &str| confirm(&c, question, Map::new()),
+    );
     let c = ctx.clone();
-    add_fn(&mut module, "confirm", &["question: String", "options: Map", "bool"], docs, move |question: &str, options: Map| {
-        confirm(&c, question, options)
-    });
+    add_fn(
+        &mut module,
+        "confirm",
+        &["question: String", "options: Map", "bool"],
+        docs,
+        move |question: &str, options: Map| confirm(&c, question, options),
+    );
 
     let docs = "Asks for a line of text; returns it.\n\
                 Options: `id`, `default_value` (string), `pattern` (a regex the whole answer must match).";
     let c = ctx.clone();
-    add_fn(&mut module, "input", &["question: String", "String"], docs, move |question: &str| {
-        input(&c, question, Map::new())
-    });
+    add_fn(
+        &mut module,
+        "input",
+        &["question: String", "String"],
+        docs,
+        move |question: &str| input(&c, question, Map::new()),
+    );
     let c = ctx.clone();
-    add_fn(&mut module, "input", &["question: String", "options: Map", "String"], docs, move |question: &str, options: Map| {
-        input(&c, question, options)
-    });
+    add_fn(
+        &mut module,
+        "input",
+        &["question: String", "options: Map", "String"],
+        docs,
+        move |question: &str, options: Map| input(&c, question, options),
+    );
     let c = ctx.clone();
-    add_fn(&mut module, "input", &["question: String", "default: String", "String"], docs, move |question: &str, default: &str| {
-        input(&c, question, map_of([("default_value", Dynamic::from(default.to_owned()))]))
-    });
+    add_fn(
+        &mut module,
+        "input",
+        &["question: String", "default: String", "String"],
+        docs,
+        move |question: &str, default: &str| {
+            input(
+                &c,
+                question,
+                map_of([("default_value", Dynamic::from(default.to_owned()))]),
+            )
+        },
+    );
 
     let docs = "Asks to choose one of `options` (arrow keys at a terminal); returns the chosen option.\n\
                 A non-interactive answer is the option's text or its 0-based index.\n\
                 Options: `id`, `default_value` (an option's text or index; else the first).";
     let c = ctx.clone();
-    add_fn(&mut module, "select", &["question: String", "options: Array", "String"], docs, move |question: &str, choices: Array| {
-        select(&c, question, choices, Map::new())
-    });
+    add_fn(
+        &mut module,
+        "select",
+        &["question: String", "options: Array", "String"],
+        docs,
+        move |question: &str, choices: Array| select(&c, question, choices, Map::new()),
+    );
     let c = ctx.clone();
     add_fn(
         &mut module,
@@ -523,13 +625,21 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     let docs = "Asks for a secret without echoing it; the answer is registered for redaction and\n\
                 journaled as [redacted]. Options: `id`.";
     let c = ctx.clone();
-    add_fn(&mut module, "secret", &["question: String", "String"], docs, move |question: &str| {
-        secret(&c, question, Map::new())
-    });
+    add_fn(
+        &mut module,
+        "secret",
+        &["question: String", "String"],
+        docs,
+        move |question: &str| secret(&c, question, Map::new()),
+    );
     let c = ctx.clone();
-    add_fn(&mut module, "secret", &["question: String", "options: Map", "String"], docs, move |question: &str, options: Map| {
-        secret(&c, question, options)
-    });
+    add_fn(
+        &mut module,
+        "secret",
+        &["question: String", "options: Map", "String"],
+        docs,
+        move |question: &str, options: Map| secret(&c, question, options),
+    );
 
     let docs = "Asks for a sign-off by `role` (id `approve_<role>`); returns\n\
                 `#{ id, role, approver, time, script_sha256, plan_hash, planned }` and journals an `approval` event.\n\
@@ -538,11 +648,21 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                 Policy `[approvals] distinct_from_initiator = true` refuses the identity that started the run.\n\
                 Options: `id`, `question`.";
     let c = ctx.clone();
-    add_fn(&mut module, "approve", &["role: String", "Map"], docs, move |role: &str| approve(&c, role, Map::new()));
+    add_fn(
+        &mut module,
+        "approve",
+        &["role: String", "Map"],
+        docs,
+        move |role: &str| approve(&c, role, Map::new()),
+    );
     let c = ctx.clone();
-    add_fn(&mut module, "approve", &["role: String", "options: Map", "Map"], docs, move |role: &str, options: Map| {
-        approve(&c, role, options)
-    });
+    add_fn(
+        &mut module,
+        "approve",
+        &["role: String", "options: Map", "Map"],
+        docs,
+        move |role: &str, options: Map| approve(&c, role, options),
+    );
 
     install(engine, "prompt", module);
 }

@@ -21,17 +21,30 @@ pub struct Answers {
 
 impl Answers {
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let config_error = |message: String| Error::Config { path: path.to_owned(), message };
+        let config_error = |message: String| Error::Config {
+            path: path.to_owned(),
+            message,
+        };
         let text = std::fs::read_to_string(path)
             .map_err(|e| config_error(format!("cannot read the answers file: {e}")))?;
-        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let parsed: Value = match extension.as_str() {
-            "json" => serde_json::from_str(&text).map_err(|e| config_error(format!("invalid JSON: {e}")))?,
-            "toml" => toml::from_str(&text).map_err(|e| config_error(format!("invalid TOML: {}", e.to_string().trim_end())))?,
+            "json" => serde_json::from_str(&text)
+                .map_err(|e| config_error(format!("invalid JSON: {e}")))?,
+            "toml" => toml::from_str(&text)
+                .map_err(|e| config_error(format!("invalid TOML: {}", e.to_string().trim_end())))?,
             _ => match serde_json::from_str(&text) {
                 Ok(value) => value,
-                Err(_) => toml::from_str(&text)
-                    .map_err(|e| config_error(format!("neither JSON nor TOML: {}", e.to_string().trim_end())))?,
+                Err(_) => toml::from_str(&text).map_err(|e| {
+                    config_error(format!(
+                        "neither JSON nor TOML: {}",
+                        e.to_string().trim_end()
+                    ))
+                })?,
             },
         };
         Self::from_value(parsed).map_err(config_error)
@@ -77,7 +90,8 @@ mod tests {
 
     #[test]
     fn nested_values_are_refused_with_the_id() {
-        let error = Answers::from_value(serde_json::json!({ "a": true, "b": { "c": 1 } })).unwrap_err();
+        let error =
+            Answers::from_value(serde_json::json!({ "a": true, "b": { "c": 1 } })).unwrap_err();
         assert!(error.contains("'b'"), "{error}");
     }
 }

@@ -24,7 +24,11 @@ pub struct Tty {
 impl Tty {
     /// Opens `/dev/tty`; `None` without a controlling terminal (CI, `setsid`, a daemon).
     pub fn open() -> Option<Self> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").ok()?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .ok()?;
         nix::unistd::isatty(&file).ok().filter(|&is| is)?;
         Some(Self { file })
     }
@@ -39,29 +43,45 @@ impl Tty {
         let saved = tcgetattr(&self.file).ok();
         let (reader, writer) = match (self.file.try_clone(), self.file.try_clone()) {
             (Ok(reader), Ok(writer)) => (reader, writer),
-            (Err(e), _) | (_, Err(e)) => return Err(host_error(format!("prompt '{id}': cannot use the terminal: {e}"))),
+            (Err(e), _) | (_, Err(e)) => {
+                return Err(host_error(format!(
+                    "prompt '{id}': cannot use the terminal: {e}"
+                )));
+            }
         };
         let term = Term::read_write_pair(reader, writer);
         // Lines from running work wait until the prompt is answered.
         let held = crate::reporter::hold_output();
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let spawned = std::thread::Builder::new().name("glow-prompt".into()).spawn(move || {
-            let _ = sender.send(ask(&term));
-        });
+        let spawned = std::thread::Builder::new()
+            .name("glow-prompt".into())
+            .spawn(move || {
+                let _ = sender.send(ask(&term));
+            });
         if let Err(e) = spawned {
-            return Err(host_error(format!("prompt '{id}': cannot start the prompt: {e}")));
+            return Err(host_error(format!(
+                "prompt '{id}': cannot start the prompt: {e}"
+            )));
         }
         let outcome = ctx.block_on(receiver);
         let result = match outcome {
             Ok(Ok(Ok(value))) => return Ok(value),
-            Ok(Ok(Err(dialoguer::Error::IO(error)))) if error.kind() == std::io::ErrorKind::Interrupted => {
+            Ok(Ok(Err(dialoguer::Error::IO(error))))
+                if error.kind() == std::io::ErrorKind::Interrupted =>
+            {
                 ctx.cancel.cancel_run(CancelReason::Interrupted);
                 Err(ctx.cancelled_error())
             }
-            Ok(Ok(Err(dialoguer::Error::IO(error)))) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Err(host_error(format!("prompt '{id}': the terminal was closed before it was answered")))
+            Ok(Ok(Err(dialoguer::Error::IO(error))))
+                if error.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                Err(host_error(format!(
+                    "prompt '{id}': the terminal was closed before it was answered"
+                )))
             }
-            Ok(Ok(Err(error))) => Err(host_error(format!("prompt '{id}': terminal error: {error}"))),
+            Ok(Ok(Err(error))) => Err(host_error(format!(
+                "prompt '{id}': terminal error: {error}"
+            ))),
             Ok(Err(_)) => Err(host_error(format!("prompt '{id}': the prompt failed"))),
             Err(cancelled) => Err(cancelled),
         };
