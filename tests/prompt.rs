@@ -691,3 +691,24 @@ fn pty_approver_types_their_identity() {
     assert_eq!(approval["approver"], "pat@example.com");
     assert_eq!(approval["source"], "terminal");
 }
+
+#[test]
+fn pty_input_asks_again_until_the_pattern_matches() {
+    let test = Test::new().script(
+        r#"
+        let tag = prompt::input("Release tag?", #{ pattern: "v[0-9]+\\.[0-9]+\\.[0-9]+" });
+        print(`tag=${tag}`);
+        "#,
+    );
+    let mut session = spawn_pty(test.command());
+    session.expect("Release tag?").expect("the question");
+    session.send("latest\r").unwrap();
+    session
+        .expect("must match")
+        .expect("the pattern is enforced");
+    session.send("v2.3.4\r").unwrap();
+    let (text, code) = finish(&mut session);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("tag=v2.3.4"), "{text}");
+    assert!(!text.contains("tag=latest"), "{text}");
+}
