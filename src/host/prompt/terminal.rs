@@ -7,6 +7,11 @@
 //! shown), because a cancelled prompt's thread never gets to restore it itself. Ctrl-C typed
 //! while the terminal is in raw mode arrives as a key, not a signal: console raises SIGINT and
 //! returns `Interrupted`, which cancels the run like any Ctrl-C (exit 130).
+//!
+//! Known limit: a prompt cancelled by something other than Ctrl-C typed into it (a step timeout,
+//! a reload) leaves its thread blocked reading the terminal until the process exits; a later
+//! prompt in the same process (a rollback's, the next watch run's) may lose a first keystroke
+//! to it.
 
 use crate::cancel::CancelReason;
 use crate::host::HostContext;
