@@ -46,6 +46,8 @@ pub struct RunSettings {
     pub state_url: Option<String>,
     /// Set by `glow-run resume`: the run resumed, and the steps (name, occurrence) it finished.
     pub resume: Option<Resume>,
+    /// Answers for prompts from `--answers FILE`, keyed by prompt id.
+    pub answers: Arc<crate::host::prompt::Answers>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -91,6 +93,10 @@ impl RunSettings {
             Some(path) => read_env_file(path)?,
             None => BTreeMap::new(),
         };
+        let answers = match &flags.answers {
+            Some(path) => crate::host::prompt::Answers::load(path)?,
+            None => crate::host::prompt::Answers::default(),
+        };
         let mode = if flags.dry_run || (flags.watch && !flags.live) {
             Mode::DryRun
         } else {
@@ -110,6 +116,7 @@ impl RunSettings {
             state_dir: global.state_dir.clone(),
             state_url: global.state.clone(),
             resume: None,
+            answers: Arc::new(answers),
         })
     }
 

@@ -1,18 +1,38 @@
 //! Who is running glow-run and who approves: `GLOW_APPROVER` / `GLOW_INITIATOR`, else git's
 //! `user.email`, else the operating-system user. Computed on demand (it may spawn git).
 
+use std::io::Read;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-/// git's `user.email`, if git is installed and it is set.
+/// How long `git config user.email` may take before it is killed and ignored.
+const GIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// git's `user.email`, if git is installed and it is set (within [`GIT_TIMEOUT`]).
 pub fn git_email() -> Option<String> {
-    let output = Command::new("git")
+    let mut child = Command::new("git")
         .args(["config", "user.email"])
         .stdin(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
-        .output()
+        .spawn()
         .ok()?;
-    let email = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    (output.status.success() && !email.is_empty()).then_some(email)
+    let deadline = Instant::now() + GIT_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    };
+    let mut email = String::new();
+    child.stdout.take()?.read_to_string(&mut email).ok()?;
+    let email = email.trim().to_owned();
+    (status.success() && !email.is_empty()).then_some(email)
 }
 
 pub fn os_user() -> String {

@@ -8,6 +8,52 @@ use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 
+/// Output that waits while a prompt is on the terminal, so lines from running work (other
+/// threads) do not garble it: `(to_stdout, bytes)` in order. `None` when nothing is held.
+static HELD: Mutex<Option<Vec<HeldLine>>> = Mutex::new(None);
+
+/// One held line: whether it goes to stdout (else stderr), and its bytes.
+type HeldLine = (bool, Vec<u8>);
+
+/// Holds the reporter's output until dropped (then writes it, in order). Taken by `prompt`.
+pub struct HeldOutput(());
+
+pub fn hold_output() -> HeldOutput {
+    HELD.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Vec::new);
+    HeldOutput(())
+}
+
+impl Drop for HeldOutput {
+    fn drop(&mut self) {
+        let held = HELD.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for (to_stdout, bytes) in held.into_iter().flatten() {
+            write_now(to_stdout, &bytes);
+        }
+    }
+}
+
+fn write_now(to_stdout: bool, bytes: &[u8]) {
+    if to_stdout {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.flush();
+    } else {
+        let _ = std::io::stderr().lock().write_all(bytes);
+    }
+}
+
+/// Writes one line to stdout or stderr, or keeps it while a prompt holds the output.
+fn write_line(to_stdout: bool, mut bytes: Vec<u8>) {
+    bytes.push(b'\n');
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    match held.as_mut() {
+        Some(queue) => queue.push((to_stdout, bytes)),
+        None => write_now(to_stdout, &bytes),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Format {
     #[default]
@@ -139,9 +185,7 @@ impl Reporter {
                 let text = event["line"].as_str().unwrap_or("");
                 if event["stream"] == "script" {
                     drop(depth);
-                    let mut out = std::io::stdout().lock();
-                    let _ = writeln!(out, "{text}");
-                    let _ = out.flush();
+                    write_line(true, text.as_bytes().to_vec());
                     return;
                 }
                 if event["quiet"].as_bool() == Some(true) {
@@ -201,8 +245,7 @@ impl Reporter {
         };
         drop(depth);
         if let Some(line) = line {
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "{line}");
+            write_line(false, line.into_bytes());
         }
     }
 }
@@ -218,10 +261,7 @@ pub fn format_ms(ms: u64) -> String {
 impl Sink for Reporter {
     fn event(&self, event: &Value) {
         if self.format == Format::Json {
-            let mut out = std::io::stdout().lock();
-            let _ = serde_json::to_writer(&mut out, event);
-            let _ = out.write_all(b"\n");
-            let _ = out.flush();
+            write_line(true, serde_json::to_vec(event).unwrap_or_default());
             if event["kind"] == "output" && event["stream"] == "script" {
                 return;
             }

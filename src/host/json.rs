@@ -19,7 +19,11 @@ pub fn from_dynamic(value: &Dynamic) -> serde_json::Value {
 /// turn its whole container into text. The `json` of a non-JSON HTTP response becomes null.
 fn lossy(value: &Dynamic) -> serde_json::Value {
     if let Some(map) = value.read_lock::<rhai::Map>() {
-        return serde_json::Value::Object(map.iter().map(|(k, v)| (k.to_string(), from_dynamic(v))).collect());
+        return serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.to_string(), from_dynamic(v)))
+                .collect(),
+        );
     }
     if let Some(array) = value.read_lock::<rhai::Array>() {
         return serde_json::Value::Array(array.iter().map(from_dynamic).collect());

@@ -1,7 +1,690 @@
-//! `prompt`: not built yet (see the issue that adds it).
+//! Prompts: `prompt::confirm`, `prompt::input`, `prompt::select`, `prompt::secret` and
+//! `prompt::approve` (a sign-off recorded with the approver, the time, the script's SHA-256 and
+//! the hash of the plan so far).
+//!
+//! Every prompt has an id: `opts.id`, else the question slugged ([`slug`]); `approve(role)` has
+//! `approve_<role slugged>`. An answer comes from the first of:
+//! 1. `--answers FILE` (TOML or JSON keyed by id),
+//! 2. the environment variable `GLOW_ANSWER_<ID>` ([`env_name`]; `--env-file` counts),
+//! 3. `--yes` (confirms only, never an approval),
+//! 4. a person at the controlling terminal (`/dev/tty`, so it works when output is piped).
+//!
+//! With none of these a live run fails at once (exit 1), naming the id and the ways to answer:
+//! it never hangs and never assumes yes. A dry run never asks: it takes a given answer or the
+//! default, and lists the question (or sign-off) in the plan as something a live run needs.
+//! Every prompt journals a `prompt` event `{id, type, question, answer, source, planned}` (`type`:
+//! confirm|input|select|secret|approve, as `kind` is the event's own; a secret's answer as
+//! `[redacted]`). A granted approval in a live run also journals an `approval` event `{id, role,
+//! approver, script_sha256, plan_hash, answer, source}` whose `time` is the time of approval.
 
-use super::HostContext;
-use rhai::Engine;
+pub mod answers;
+mod terminal;
+
+pub use answers::Answers;
+
+use super::{HostContext, add_fn, install, map_of};
+use crate::options::{HostResult, Options, host_error};
+use dialoguer::theme::ColorfulTheme;
+use rhai::{Array, Dynamic, Engine, Map, Module};
+use serde_json::{Value, json};
 use std::rc::Rc;
+use terminal::Tty;
 
-pub fn register(_engine: &mut Engine, _ctx: &Rc<HostContext>) {}
+/// What kind of prompt (journaled as `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Confirm,
+    Input,
+    Select,
+    Secret,
+    Approve,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Confirm => "confirm",
+            Kind::Input => "input",
+            Kind::Select => "select",
+            Kind::Secret => "secret",
+            Kind::Approve => "approve",
+        }
+    }
+}
+
+/// Where an answer came from (journaled as `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    AnswersFile,
+    Env,
+    Yes,
+    Terminal,
+    Default,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::AnswersFile => "answers-file",
+            Source::Env => "env",
+            Source::Yes => "yes",
+            Source::Terminal => "terminal",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// The id of a question: lower case, each run of characters other than `a-z0-9` turned into one
+/// `_`, with leading and trailing `_` trimmed ("Deploy to production?" -> `deploy_to_production`).
+/// An id with nothing left is `prompt`.
+pub fn slug(text: &str) -> String {
+    let mut id = String::with_capacity(text.len());
+    for c in text.to_lowercase().chars() {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            id.push(c);
+        } else if !id.ends_with('_') {
+            id.push('_');
+        }
+    }
+    let id = id.trim_matches('_');
+    if id.is_empty() {
+        "prompt".to_owned()
+    } else {
+        id.to_owned()
+    }
+}
+
+/// The id of `approve(role)`: `approve_` and the role slugged.
+pub fn approve_id(role: &str) -> String {
+    format!("approve_{}", slug(role))
+}
+
+/// `GLOW_ANSWER_<ID>`: the id in upper case, any character other than `A-Z0-9_` as `_`.
+pub fn env_name(id: &str) -> String {
+    let upper: String = id
+        .to_uppercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("GLOW_ANSWER_{upper}")
+}
+
+/// An answer given without asking: answers file, environment, `--yes` (confirms only).
+fn given(ctx: &HostContext, id: &str, kind: Kind) -> Option<(Value, Source)> {
+    if let Some(value) = ctx.settings.answers.get(id) {
+        return Some((value.clone(), Source::AnswersFile));
+    }
+    if let Some(value) = super::env::lookup(ctx, &env_name(id)) {
+        return Some((Value::String(value), Source::Env));
+    }
+    if kind == Kind::Confirm && ctx.settings.flags.yes {
+        return Some((Value::Bool(true), Source::Yes));
+    }
+    None
+}
+
+/// The error of a live prompt with no answer and no terminal: names the id and how to answer.
+fn unanswered(id: &str, kind: Kind) -> Box<rhai::EvalAltResult> {
+    let example = match kind {
+        Kind::Confirm => "true",
+        Kind::Approve => "\"you@example.com\"",
+        _ => "\"...\"",
+    };
+    let yes = if kind == Kind::Confirm {
+        "or run with --yes (answers every confirm with yes)".to_owned()
+    } else {
+        format!("(--yes answers confirms only, not this {})", kind.as_str())
+    };
+    host_error(format!(
+        "prompt '{id}' needs an answer and there is no terminal to ask: give it with --answers FILE \
+         (`{id} = {example}`), or the environment variable {}, {yes}",
+        env_name(id)
+    ))
+}
+
+fn answer_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_bool(value: &Value) -> Option<bool> {
+    match value {
+        Value::Bool(b) => Some(*b),
+        Value::Number(n) => n.as_i64().and_then(|n| match n {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }),
+        Value::String(text) => match text.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" | "true" | "1" | "on" => Some(true),
+            "n" | "no" | "false" | "0" | "off" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Journals the `prompt` event (and prints it through the reporter).
+fn record(ctx: &HostContext, id: &str, kind: Kind, question: &str, answer: Value, source: Source) {
+    ctx.emit(
+        "prompt",
+        json!({
+            "id": id,
+            "type": kind.as_str(),
+            "question": question,
+            "answer": answer,
+            "source": source.as_str(),
+            "planned": ctx.is_dry_run(),
+        }),
+    );
+}
+
+fn note_question(ctx: &HostContext, id: &str) {
+    if ctx.is_dry_run() {
+        ctx.needs(|needs| {
+            if !needs.questions.iter().any(|q| q == id) {
+                needs.questions.push(id.to_owned());
+            }
+        });
+    }
+}
+
+fn theme() -> ColorfulTheme {
+    ColorfulTheme::default()
+}
+
+// --- confirm ---------------------------------------------------------------------------------
+
+fn confirm(ctx: &HostContext, question: &str, options: Map) -> HostResult<bool> {
+    let mut options = Options::new("prompt::confirm", options);
+    let id = options.string("id")?.unwrap_or_else(|| slug(question));
+    let default = match options.bool("default_value")? {
+        Some(value) => Some(value),
+        None => options.bool("default")?,
+    };
+    options.finish()?;
+    note_question(ctx, &id);
+
+    let (answer, source) = if let Some((value, source)) = given(ctx, &id, Kind::Confirm) {
+        let answer = parse_bool(&value).ok_or_else(|| {
+            host_error(format!(
+                "prompt '{id}': the answer '{}' is not yes or no (use true/false, yes/no, y/n)",
+                answer_text(&value)
+            ))
+        })?;
+        (answer, source)
+    } else if ctx.is_dry_run() {
+        (default.unwrap_or(false), Source::Default)
+    } else if let Some(tty) = Tty::open() {
+        let prompt = question.to_owned();
+        let answer = tty.ask(ctx, &id, move |term| {
+            let theme = theme();
+            let mut confirm = dialoguer::Confirm::with_theme(&theme).with_prompt(prompt);
+            if let Some(default) = default {
+                confirm = confirm.default(default);
+            }
+            confirm.interact_on(term)
+        })?;
+        (answer, Source::Terminal)
+    } else {
+        return Err(unanswered(&id, Kind::Confirm));
+    };
+    record(ctx, &id, Kind::Confirm, question, json!(answer), source);
+    Ok(answer)
+}
+
+// --- input -----------------------------------------------------------------------------------
+
+fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> {
+    let mut options = Options::new("prompt::input", options);
+    let id = options.string("id")?.unwrap_or_else(|| slug(question));
+    let default = match options.string("default_value")? {
+        Some(value) => Some(value),
+        None => options.string("default")?,
+    };
+    let pattern = options.string("pattern")?;
+    options.finish()?;
+    let regex = match &pattern {
+        Some(pattern) => Some(
+            regex::Regex::new(&format!("^(?:{pattern})$"))
+                .map_err(|e| host_error(format!("prompt::input '{id}': invalid pattern: {e}")))?,
+        ),
+        None => None,
+    };
+    note_question(ctx, &id);
+
+    let (answer, source) = if let Some((value, source)) = given(ctx, &id, Kind::Input) {
+        let answer = answer_text(&value);
+        if let (Some(regex), Some(pattern)) = (&regex, &pattern)
+            && !regex.is_match(&answer)
+        {
+            return Err(host_error(format!(
+                "prompt '{id}': the answer '{answer}' does not match the pattern {pattern}"
+            )));
+        }
+        (answer, source)
+    } else if ctx.is_dry_run() {
+        (default.clone().unwrap_or_default(), Source::Default)
+    } else if let Some(tty) = Tty::open() {
+        let prompt = question.to_owned();
+        let answer = tty.ask(ctx, &id, move |term| {
+            let theme = theme();
+            let mut input = dialoguer::Input::<String>::with_theme(&theme).with_prompt(prompt);
+            if let Some(default) = default {
+                input = input.default(default);
+            }
+            match (regex, pattern) {
+                (Some(regex), Some(pattern)) => {
+                    input = input.validate_with(move |text: &String| -> Result<(), String> {
+                        if regex.is_match(text) {
+                            Ok(())
+                        } else {
+                            Err(format!("must match {pattern}"))
+                        }
+                    });
+                }
+                _ => input = input.allow_empty(true),
+            }
+            input.interact_text_on(term)
+        })?;
+        (answer, Source::Terminal)
+    } else {
+        return Err(unanswered(&id, Kind::Input));
+    };
+    record(ctx, &id, Kind::Input, question, json!(answer), source);
+    Ok(answer)
+}
+
+// --- select ----------------------------------------------------------------------------------
+
+fn select(ctx: &HostContext, question: &str, choices: Array, options: Map) -> HostResult<String> {
+    let mut options = Options::new("prompt::select", options);
+    let id = options.string("id")?.unwrap_or_else(|| slug(question));
+    let default = options
+        .value("default_value")
+        .or_else(|| options.value("default"));
+    options.finish()?;
+    let choices: Vec<String> = choices.iter().map(|choice| choice.to_string()).collect();
+    if choices.is_empty() {
+        return Err(host_error(format!(
+            "prompt::select '{id}': no options to choose from"
+        )));
+    }
+    // An option is named by its text or its 0-based index.
+    let pick = |value: &Value| -> Option<usize> {
+        let text = answer_text(value);
+        choices
+            .iter()
+            .position(|choice| *choice == text)
+            .or_else(|| {
+                let index = value.as_u64().or_else(|| text.trim().parse::<u64>().ok())?;
+                usize::try_from(index).ok().filter(|&i| i < choices.len())
+            })
+    };
+    let default_index = match &default {
+        None => None,
+        Some(value) => Some(
+            pick(&crate::host::json::from_dynamic(value)).ok_or_else(|| {
+                host_error(format!(
+                    "prompt::select '{id}': the default {value} is not one of the options"
+                ))
+            })?,
+        ),
+    };
+    note_question(ctx, &id);
+
+    let (index, source) = if let Some((value, source)) = given(ctx, &id, Kind::Select) {
+        let index = pick(&value).ok_or_else(|| {
+            host_error(format!(
+                "prompt '{id}': the answer '{}' is not one of the options: {}",
+                answer_text(&value),
+                choices.join(", ")
+            ))
+        })?;
+        (index, source)
+    } else if ctx.is_dry_run() {
+        (default_index.unwrap_or(0), Source::Default)
+    } else if let Some(tty) = Tty::open() {
+        let prompt = question.to_owned();
+        let items = choices.clone();
+        let index = tty.ask(ctx, &id, move |term| {
+            let theme = theme();
+            dialoguer::Select::with_theme(&theme)
+                .with_prompt(prompt)
+                .items(&items)
+                .default(default_index.unwrap_or(0))
+                .interact_on(term)
+        })?;
+        (index, Source::Terminal)
+    } else {
+        return Err(unanswered(&id, Kind::Select));
+    };
+    let answer = choices[index].clone();
+    record(ctx, &id, Kind::Select, question, json!(answer), source);
+    Ok(answer)
+}
+
+// --- secret ----------------------------------------------------------------------------------
+
+fn secret(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> {
+    let mut options = Options::new("prompt::secret", options);
+    let id = options.string("id")?.unwrap_or_else(|| slug(question));
+    options.finish()?;
+    note_question(ctx, &id);
+
+    let (answer, source) = if let Some((value, source)) = given(ctx, &id, Kind::Secret) {
+        (answer_text(&value), source)
+    } else if ctx.is_dry_run() {
+        (String::new(), Source::Default)
+    } else if let Some(tty) = Tty::open() {
+        let prompt = question.to_owned();
+        let answer = tty.ask(ctx, &id, move |term| {
+            let theme = theme();
+            dialoguer::Password::with_theme(&theme)
+                .with_prompt(prompt)
+                .interact_on(term)
+        })?;
+        (answer, Source::Terminal)
+    } else {
+        return Err(unanswered(&id, Kind::Secret));
+    };
+    ctx.register_secret(&answer);
+    record(
+        ctx,
+        &id,
+        Kind::Secret,
+        question,
+        json!("[redacted]"),
+        source,
+    );
+    Ok(answer)
+}
+
+// --- approve ---------------------------------------------------------------------------------
+
+/// What an approval answer says.
+enum Verdict {
+    Approved(String),
+    Declined,
+}
+
+fn verdict(value: &Value) -> Option<Verdict> {
+    match parse_bool(value) {
+        Some(true) => Some(Verdict::Approved(crate::identity::approver())),
+        Some(false) => Some(Verdict::Declined),
+        None => {
+            let identity = answer_text(value).trim().to_owned();
+            (!identity.is_empty()).then_some(Verdict::Approved(identity))
+        }
+    }
+}
+
+fn approve(ctx: &HostContext, role: &str, options: Map) -> HostResult<Map> {
+    let mut options = Options::new("prompt::approve", options);
+    let id = options.string("id")?.unwrap_or_else(|| approve_id(role));
+    let question = options
+        .string("question")?
+        .unwrap_or_else(|| format!("Sign-off as {role}"));
+    options.finish()?;
+    if ctx.is_dry_run() {
+        ctx.needs(|needs| {
+            if !needs.approvals.iter().any(|r| r == role) {
+                needs.approvals.push(role.to_owned());
+            }
+        });
+    }
+    let plan_hash = ctx.plan_hash();
+
+    let (answer, source) = if let Some((value, source)) = given(ctx, &id, Kind::Approve) {
+        (value, source)
+    } else if ctx.is_dry_run() {
+        record(
+            ctx,
+            &id,
+            Kind::Approve,
+            &question,
+            Value::Null,
+            Source::Default,
+        );
+        return Ok(approval_map(ctx, &id, role, "", &plan_hash, true));
+    } else if let Some(tty) = Tty::open() {
+        let prompt = format!(
+            "{question} (plan {}): type your identity to approve, or \"no\" to decline",
+            plan_hash.get(..12).unwrap_or(&plan_hash)
+        );
+        let typed = tty.ask(ctx, &id, move |term| {
+            let theme = theme();
+            dialoguer::Input::<String>::with_theme(&theme)
+                .with_prompt(prompt)
+                .validate_with(|text: &String| -> Result<(), &str> {
+                    if text.trim().is_empty() {
+                        Err("type your identity (e.g. your e-mail), or no")
+                    } else {
+                        Ok(())
+                    }
+                })
+                .interact_text_on(term)
+        })?;
+        (Value::String(typed), Source::Terminal)
+    } else {
+        return Err(unanswered(&id, Kind::Approve));
+    };
+
+    record(ctx, &id, Kind::Approve, &question, answer.clone(), source);
+    let approver = match verdict(&answer) {
+        Some(Verdict::Approved(approver)) => approver,
+        Some(Verdict::Declined) => {
+            return Err(host_error(format!(
+                "approval '{role}' was declined (prompt '{id}')"
+            )));
+        }
+        None => {
+            return Err(host_error(format!(
+                "prompt '{id}': an approval needs an identity or true"
+            )));
+        }
+    };
+    if ctx.policy.approvals.distinct_from_initiator {
+        let initiator = ctx.initiator();
+        if approver.trim().eq_ignore_ascii_case(initiator.trim()) {
+            let file = ctx
+                .policy
+                .source
+                .as_ref()
+                .map_or_else(|| "glow.toml".to_owned(), |p| p.display().to_string());
+            return Err(host_error(format!(
+                "policy refuses the approval '{role}' by {approver}: {initiator} started this run and \
+                 [approvals] distinct_from_initiator = true ({file}); another person must approve"
+            )));
+        }
+    }
+    if ctx.is_dry_run() {
+        return Ok(approval_map(ctx, &id, role, &approver, &plan_hash, true));
+    }
+    let result = approval_map(ctx, &id, role, &approver, &plan_hash, false);
+    ctx.emit(
+        "approval",
+        json!({
+            "id": id,
+            "role": role,
+            "approver": approver,
+            "script_sha256": ctx.settings.sha256,
+            "plan_hash": plan_hash,
+            "answer": answer_text(&answer),
+            "source": source.as_str(),
+        }),
+    );
+    Ok(result)
+}
+
+fn approval_map(
+    ctx: &HostContext,
+    id: &str,
+    role: &str,
+    approver: &str,
+    plan_hash: &str,
+    planned: bool,
+) -> Map {
+    map_of([
+        ("id", Dynamic::from(id.to_owned())),
+        ("role", Dynamic::from(role.to_owned())),
+        ("approver", Dynamic::from(approver.to_owned())),
+        ("time", Dynamic::from(crate::journal::now_rfc3339())),
+        ("script_sha256", Dynamic::from(ctx.settings.sha256.clone())),
+        ("plan_hash", Dynamic::from(plan_hash.to_owned())),
+        ("planned", Dynamic::from(planned)),
+    ])
+}
+
+// --- registration ----------------------------------------------------------------------------
+
+pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
+    let mut module = Module::new();
+
+    let docs = "Asks a yes/no question; returns true or false.\n\
+                Options: `id` (for non-interactive answers; default: the question slugged), `default_value` (bool; `default` is a reserved word in Rhai).\n\
+                Answered by --answers FILE, GLOW_ANSWER_<ID>, --yes, or a person at the terminal.";
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "confirm",
+        &["question: String", "bool"],
+        docs,
+        move |question: &str| confirm(&c, question, Map::new()),
+    );
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "confirm",
+        &["question: String", "options: Map", "bool"],
+        docs,
+        move |question: &str, options: Map| confirm(&c, question, options),
+    );
+
+    let docs = "Asks for a line of text; returns it.\n\
+                Options: `id`, `default_value` (string), `pattern` (a regex the whole answer must match).";
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "input",
+        &["question: String", "String"],
+        docs,
+        move |question: &str| input(&c, question, Map::new()),
+    );
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "input",
+        &["question: String", "options: Map", "String"],
+        docs,
+        move |question: &str, options: Map| input(&c, question, options),
+    );
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "input",
+        &["question: String", "default: String", "String"],
+        docs,
+        move |question: &str, default: &str| {
+            input(
+                &c,
+                question,
+                map_of([("default_value", Dynamic::from(default.to_owned()))]),
+            )
+        },
+    );
+
+    let docs = "Asks to choose one of `options` (arrow keys at a terminal); returns the chosen option.\n\
+                A non-interactive answer is the option's text or its 0-based index.\n\
+                Options: `id`, `default_value` (an option's text or index; else the first).";
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "select",
+        &["question: String", "options: Array", "String"],
+        docs,
+        move |question: &str, choices: Array| select(&c, question, choices, Map::new()),
+    );
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "select",
+        &["question: String", "options: Array", "opts: Map", "String"],
+        docs,
+        move |question: &str, choices: Array, options: Map| select(&c, question, choices, options),
+    );
+
+    let docs = "Asks for a secret without echoing it; the answer is registered for redaction and\n\
+                journaled as [redacted]. Options: `id`.";
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "secret",
+        &["question: String", "String"],
+        docs,
+        move |question: &str| secret(&c, question, Map::new()),
+    );
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "secret",
+        &["question: String", "options: Map", "String"],
+        docs,
+        move |question: &str, options: Map| secret(&c, question, options),
+    );
+
+    let docs = "Asks for a sign-off by `role` (id `approve_<role>`); returns\n\
+                `#{ id, role, approver, time, script_sha256, plan_hash, planned }` and journals an `approval` event.\n\
+                A non-interactive answer is the approver's identity or true (GLOW_APPROVER, else git user.email,\n\
+                else the OS user); false/\"no\" declines (an error). --yes never approves.\n\
+                Policy `[approvals] distinct_from_initiator = true` refuses the identity that started the run.\n\
+                Options: `id`, `question`.";
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "approve",
+        &["role: String", "Map"],
+        docs,
+        move |role: &str| approve(&c, role, Map::new()),
+    );
+    let c = ctx.clone();
+    add_fn(
+        &mut module,
+        "approve",
+        &["role: String", "options: Map", "Map"],
+        docs,
+        move |role: &str, options: Map| approve(&c, role, options),
+    );
+
+    install(engine, "prompt", module);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_slugged_questions() {
+        assert_eq!(slug("Deploy to production?"), "deploy_to_production");
+        assert_eq!(slug("  Tag -- v1.2.3 ok?? "), "tag_v1_2_3_ok");
+        assert_eq!(slug("???"), "prompt");
+        assert_eq!(env_name("approve_security"), "GLOW_ANSWER_APPROVE_SECURITY");
+        assert_eq!(env_name("release.tag-name"), "GLOW_ANSWER_RELEASE_TAG_NAME");
+    }
+
+    #[test]
+    fn yes_and_no_in_many_spellings() {
+        assert_eq!(parse_bool(&json!("Yes")), Some(true));
+        assert_eq!(parse_bool(&json!("n")), Some(false));
+        assert_eq!(parse_bool(&json!(true)), Some(true));
+        assert_eq!(parse_bool(&json!("maybe")), None);
+    }
+}
