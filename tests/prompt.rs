@@ -41,6 +41,7 @@ fn detached(test: &Test) -> (Finished, Duration) {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         dir: test.path().to_owned(),
+        keep: None,
     };
     (finished, elapsed)
 }
@@ -544,6 +545,7 @@ fn finish_journal(test: &Test) -> Vec<Value> {
         stdout: String::new(),
         stderr: String::new(),
         dir: test.path().to_owned(),
+        keep: None,
     }
     .journal()
 }
