@@ -47,7 +47,10 @@ pub fn generate(builtins: bool) -> Result<Vec<DefinitionFile>, Error> {
         .definitions()
         .include_standard_packages(builtins)
         .iter_files()
-        .map(|(name, text)| DefinitionFile { name, text })
+        .map(|(name, text)| {
+            let text = if name.starts_with("__builtin") { text } else { rename_reserved_params(&text) };
+            DefinitionFile { name, text }
+        })
         .collect();
     for (module, doc, functions) in stdlib_modules(&engine)? {
         files.push(DefinitionFile {
@@ -72,6 +75,31 @@ pub fn single_file() -> Result<String, Error> {
         }
     }
     Ok(out)
+}
+
+/// A host function's parameter may be named like a Rhai reserved word (`default`), which an
+/// editor's parser rejects: such a name becomes `default_value`. The real parser decides.
+fn rename_reserved_params(text: &str) -> String {
+    let parser = rhai::Engine::new_raw();
+    let usable = |name: &str| parser.compile(format!("fn f({name}) {{}}")).is_ok();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let fixed = line.strip_prefix("fn ").and_then(|rest| {
+            let (name, rest) = rest.split_once('(')?;
+            let (params, ret) = rest.rsplit_once(") ->")?;
+            let params: Vec<String> = params
+                .split(", ")
+                .map(|param| match param.split_once(": ") {
+                    Some((name, ty)) if !name.is_empty() && !usable(name) => format!("{name}_value: {ty}"),
+                    _ => param.to_owned(),
+                })
+                .collect();
+            Some(format!("fn {name}({}) ->{ret}", params.join(", ")))
+        });
+        out.push_str(fixed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 /// The name in the `module ...;` line of a definition file.
