@@ -51,7 +51,11 @@ pub fn defs(out: Option<&Path>) -> Result<i32, Error> {
                 std::fs::write(&path, &file.text)
                     .map_err(|e| Error::host(format!("writing {}", path.display()), e))?;
             }
-            eprintln!("defs: wrote {} definition file(s) to {}", files.len(), dir.display());
+            eprintln!(
+                "defs: wrote {} definition file(s) to {}",
+                files.len(),
+                dir.display()
+            );
         }
         None => {
             let text = crate::definitions::single_file()?;

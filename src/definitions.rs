@@ -48,7 +48,11 @@ pub fn generate(builtins: bool) -> Result<Vec<DefinitionFile>, Error> {
         .include_standard_packages(builtins)
         .iter_files()
         .map(|(name, text)| {
-            let text = if name.starts_with("__builtin") { text } else { rename_reserved_params(&text) };
+            let text = if name.starts_with("__builtin") {
+                text
+            } else {
+                rename_reserved_params(&text)
+            };
             DefinitionFile { name, text }
         })
         .collect();
@@ -70,7 +74,8 @@ pub fn single_file() -> Result<String, Error> {
             out.push_str(body.trim_end());
             out.push('\n');
         } else {
-            let module = header_name(&file.text).unwrap_or_else(|| file.name.trim_end_matches(".d.rhai").to_owned());
+            let module = header_name(&file.text)
+                .unwrap_or_else(|| file.name.trim_end_matches(".d.rhai").to_owned());
             let _ = write!(out, "\nmodule {module} {{\n{}\n}}\n", body.trim_end());
         }
     }
@@ -90,7 +95,9 @@ fn rename_reserved_params(text: &str) -> String {
             let params: Vec<String> = params
                 .split(", ")
                 .map(|param| match param.split_once(": ") {
-                    Some((name, ty)) if !name.is_empty() && !usable(name) => format!("{name}_value: {ty}"),
+                    Some((name, ty)) if !name.is_empty() && !usable(name) => {
+                        format!("{name}_value: {ty}")
+                    }
                     _ => param.to_owned(),
                 })
                 .collect();
@@ -104,7 +111,11 @@ fn rename_reserved_params(text: &str) -> String {
 
 /// The name in the `module ...;` line of a definition file.
 fn header_name(text: &str) -> Option<String> {
-    text.lines().find_map(|line| line.strip_prefix("module ")?.strip_suffix(';').map(str::to_owned))
+    text.lines().find_map(|line| {
+        line.strip_prefix("module ")?
+            .strip_suffix(';')
+            .map(str::to_owned)
+    })
 }
 
 /// The text without its `module ...;` line.
@@ -152,7 +163,10 @@ pub fn stdlib_modules(engine: &rhai::Engine) -> Result<Vec<(String, String, Stri
             let _ = writeln!(doc, "{line}");
         }
         let mut out = String::new();
-        let mut functions: Vec<_> = ast.iter_functions().filter(|f| f.access != rhai::FnAccess::Private).collect();
+        let mut functions: Vec<_> = ast
+            .iter_functions()
+            .filter(|f| f.access != rhai::FnAccess::Private)
+            .collect();
         functions.sort_by(|a, b| a.name.cmp(b.name).then(a.params.len().cmp(&b.params.len())));
         for function in functions {
             for comment in &function.comments {
@@ -161,7 +175,11 @@ pub fn stdlib_modules(engine: &rhai::Engine) -> Result<Vec<(String, String, Stri
             let params: Vec<String> = function.params.iter().map(|p| format!("{p}: ?")).collect();
             let _ = writeln!(out, "fn {}({}) -> ?;\n", function.name, params.join(", "));
         }
-        modules.push((path.trim_end_matches(".rhai").to_owned(), doc, out.trim_end().to_owned() + "\n"));
+        modules.push((
+            path.trim_end_matches(".rhai").to_owned(),
+            doc,
+            out.trim_end().to_owned() + "\n",
+        ));
     }
     Ok(modules)
 }

@@ -21,10 +21,15 @@ use std::sync::Arc;
 pub fn namespace_functions(engine: &rhai::Engine) -> BTreeMap<String, BTreeSet<String>> {
     let mut namespaces: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for signature in engine.gen_fn_signatures(false) {
-        let Some((path, _)) = signature.split_once('(') else { continue };
+        let Some((path, _)) = signature.split_once('(') else {
+            continue;
+        };
         let path = path.trim_start_matches("fn ").trim();
         if let Some((namespace, name)) = path.rsplit_once("::") {
-            namespaces.entry(namespace.to_owned()).or_default().insert(name.to_owned());
+            namespaces
+                .entry(namespace.to_owned())
+                .or_default()
+                .insert(name.to_owned());
         }
     }
     namespaces
@@ -45,13 +50,19 @@ impl Compiled {
 
 /// Compiles `settings.text` the way a run would (same engine, same resolver), in dry-run mode so
 /// a module's top-level code cannot change anything. Errors are rendered with their caret.
-pub fn compile(settings: &RunSettings, runtime: &tokio::runtime::Handle) -> Result<Compiled, Error> {
+pub fn compile(
+    settings: &RunSettings,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Compiled, Error> {
     let (compiled, result) = compile_parts(settings, runtime);
     result.map(|()| compiled)
 }
 
 /// Like [`compile`], but keeps the engine and sources when it fails (check lints anyway).
-fn compile_parts(settings: &RunSettings, runtime: &tokio::runtime::Handle) -> (Compiled, Result<(), Error>) {
+fn compile_parts(
+    settings: &RunSettings,
+    runtime: &tokio::runtime::Handle,
+) -> (Compiled, Result<(), Error>) {
     let mut settings = settings.clone();
     settings.mode = Mode::DryRun;
     let settings = Arc::new(settings);
@@ -63,7 +74,10 @@ fn compile_parts(settings: &RunSettings, runtime: &tokio::runtime::Handle) -> (C
         "check",
     );
     let sources: SharedSources = Rc::new(RefCell::new(Sources::default()));
-    sources.borrow_mut().texts.insert(settings.source_name.clone(), settings.text.clone());
+    sources
+        .borrow_mut()
+        .texts
+        .insert(settings.source_name.clone(), settings.text.clone());
     let engine = crate::engine::build(&ctx, sources.clone());
     let result = engine
         .compile_into_self_contained(&rhai::Scope::new(), &settings.text)
@@ -79,7 +93,11 @@ pub fn check(scripts: &[PathBuf], stdlib: Option<PathBuf>) -> Result<i32, Error>
         .map_err(|e| Error::host("starting the runtime", e))?;
     let mut findings = Vec::new();
     for script in scripts {
-        let flags = crate::arguments::RunFlags { dry_run: true, stdlib: stdlib.clone(), ..Default::default() };
+        let flags = crate::arguments::RunFlags {
+            dry_run: true,
+            stdlib: stdlib.clone(),
+            ..Default::default()
+        };
         let settings = match RunSettings::load(Some(script), None, flags, &Default::default()) {
             Ok(settings) => settings,
             Err(error) => {
@@ -106,7 +124,9 @@ pub fn check(scripts: &[PathBuf], stdlib: Option<PathBuf>) -> Result<i32, Error>
                         .into_iter()
                         .find_map(|name| sources.texts.get(&name).map(|text| (name, text.clone())))
                 })
-                .filter(|(name, _)| !name.starts_with(STDLIB_PREFIX) && *name != settings.source_name)
+                .filter(|(name, _)| {
+                    !name.starts_with(STDLIB_PREFIX) && *name != settings.source_name
+                })
                 .collect()
         };
         for (name, text) in &modules {
@@ -158,7 +178,10 @@ pub fn tokenize(text: &str) -> Vec<Spanned> {
             advance(&mut i, &mut line, &mut column, c);
         } else if c == '/' && chars.get(i + 1) == Some(&'/') {
             while i < chars.len() && chars[i] != '\n' {
-                { let ch = chars[i]; advance(&mut i, &mut line, &mut column, ch); }
+                {
+                    let ch = chars[i];
+                    advance(&mut i, &mut line, &mut column, ch);
+                }
             }
         } else if c == '/' && chars.get(i + 1) == Some(&'*') {
             let mut depth = 0usize;
@@ -175,7 +198,10 @@ pub fn tokenize(text: &str) -> Vec<Spanned> {
                     }
                     continue;
                 }
-                { let ch = chars[i]; advance(&mut i, &mut line, &mut column, ch); }
+                {
+                    let ch = chars[i];
+                    advance(&mut i, &mut line, &mut column, ch);
+                }
             }
         } else if c == '"' || c == '`' || c == '\'' {
             let quote = c;
@@ -186,35 +212,64 @@ pub fn tokenize(text: &str) -> Vec<Spanned> {
                     advance(&mut i, &mut line, &mut column, '\\');
                     if i < chars.len() {
                         value.push(chars[i]);
-                        { let ch = chars[i]; advance(&mut i, &mut line, &mut column, ch); }
+                        {
+                            let ch = chars[i];
+                            advance(&mut i, &mut line, &mut column, ch);
+                        }
                     }
                     continue;
                 }
                 value.push(chars[i]);
-                { let ch = chars[i]; advance(&mut i, &mut line, &mut column, ch); }
+                {
+                    let ch = chars[i];
+                    advance(&mut i, &mut line, &mut column, ch);
+                }
             }
             if i < chars.len() {
                 advance(&mut i, &mut line, &mut column, quote);
             }
-            tokens.push(Spanned { token: Token::Str(value), line: start_line, column: start_column });
+            tokens.push(Spanned {
+                token: Token::Str(value),
+                line: start_line,
+                column: start_column,
+            });
         } else if c.is_alphanumeric() || c == '_' {
             let mut word = String::new();
             while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
                 word.push(chars[i]);
-                { let ch = chars[i]; advance(&mut i, &mut line, &mut column, ch); }
+                {
+                    let ch = chars[i];
+                    advance(&mut i, &mut line, &mut column, ch);
+                }
             }
-            tokens.push(Spanned { token: Token::Ident(word), line: start_line, column: start_column });
+            tokens.push(Spanned {
+                token: Token::Ident(word),
+                line: start_line,
+                column: start_column,
+            });
         } else if c == ':' && chars.get(i + 1) == Some(&':') {
             advance(&mut i, &mut line, &mut column, ':');
             advance(&mut i, &mut line, &mut column, ':');
-            tokens.push(Spanned { token: Token::Punct("::".into()), line: start_line, column: start_column });
+            tokens.push(Spanned {
+                token: Token::Punct("::".into()),
+                line: start_line,
+                column: start_column,
+            });
         } else if c == '|' && chars.get(i + 1) == Some(&'|') {
             advance(&mut i, &mut line, &mut column, '|');
             advance(&mut i, &mut line, &mut column, '|');
-            tokens.push(Spanned { token: Token::Punct("||".into()), line: start_line, column: start_column });
+            tokens.push(Spanned {
+                token: Token::Punct("||".into()),
+                line: start_line,
+                column: start_column,
+            });
         } else {
             advance(&mut i, &mut line, &mut column, c);
-            tokens.push(Spanned { token: Token::Punct(c.to_string()), line: start_line, column: start_column });
+            tokens.push(Spanned {
+                token: Token::Punct(c.to_string()),
+                line: start_line,
+                column: start_column,
+            });
         }
     }
     tokens
@@ -241,7 +296,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut current = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
             let cost = usize::from(ca != *cb);
-            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
+            current.push(
+                (previous[j] + cost)
+                    .min(previous[j + 1] + 1)
+                    .min(current[j] + 1),
+            );
         }
         previous = current;
     }
@@ -249,7 +308,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The lints over one source text (no other file involved).
-pub fn lint_source(file: &str, text: &str, namespaces: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
+pub fn lint_source(
+    file: &str,
+    text: &str,
+    namespaces: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<String> {
     let mut lints = Lints::new(namespaces);
     lints.source(file, text);
     lints.findings
@@ -271,21 +334,29 @@ const PROMPTS: [&str; 5] = ["confirm", "input", "select", "secret", "approve"];
 
 impl<'a> Lints<'a> {
     pub fn new(namespaces: &'a BTreeMap<String, BTreeSet<String>>) -> Self {
-        Self { namespaces, steps: HashMap::new(), prompts: HashMap::new(), findings: Vec::new() }
+        Self {
+            namespaces,
+            steps: HashMap::new(),
+            prompts: HashMap::new(),
+            findings: Vec::new(),
+        }
     }
 
     pub fn source(&mut self, file: &str, text: &str) {
         let tokens = tokenize(text);
         for index in 0..tokens.len() {
-            let Token::Ident(word) = &tokens[index].token else { continue };
+            let Token::Ident(word) = &tokens[index].token else {
+                continue;
+            };
             let next = |offset: usize| tokens.get(index + offset).map(|t| &t.token);
             let previous = index.checked_sub(1).map(|i| &tokens[i].token);
             let after_path_or_fn = matches!(previous, Some(Token::Punct(p)) if p == "::" || p == ".")
                 || previous == Some(&Token::Ident("fn".into()));
-            if next(1) == Some(&punct("::")) && !after_path_or_fn {
-                if let Some(Token::Ident(name)) = next(2) {
-                    self.namespace_call(file, text, &tokens, index, word, name);
-                }
+            if next(1) == Some(&punct("::"))
+                && !after_path_or_fn
+                && let Some(Token::Ident(name)) = next(2)
+            {
+                self.namespace_call(file, text, &tokens, index, word, name);
             }
             if word == "step" && next(1) == Some(&punct("(")) && !after_path_or_fn {
                 self.step_call(file, text, &tokens, index);
@@ -293,31 +364,45 @@ impl<'a> Lints<'a> {
         }
     }
 
-    fn namespace_call(&mut self, file: &str, text: &str, tokens: &[Spanned], index: usize, namespace: &str, name: &str) {
+    fn namespace_call(
+        &mut self,
+        file: &str,
+        text: &str,
+        tokens: &[Spanned],
+        index: usize,
+        namespace: &str,
+        name: &str,
+    ) {
         let at = &tokens[index + 2];
-        if let Some(functions) = self.namespaces.get(namespace) {
-            if !functions.contains(name) {
-                let hint = suggest(name, functions.iter())
-                    .map(|s| format!("; did you mean {namespace}::{s}?"))
-                    .unwrap_or_default();
-                self.findings.push(finding(
-                    file,
-                    at.line,
-                    at.column,
-                    &format!("unknown function {namespace}::{name}{hint}"),
-                    text,
-                ));
-                return;
-            }
+        if let Some(functions) = self.namespaces.get(namespace)
+            && !functions.contains(name)
+        {
+            let hint = suggest(name, functions.iter())
+                .map(|s| format!("; did you mean {namespace}::{s}?"))
+                .unwrap_or_default();
+            self.findings.push(finding(
+                file,
+                at.line,
+                at.column,
+                &format!("unknown function {namespace}::{name}{hint}"),
+                text,
+            ));
+            return;
         }
         if namespace == "prompt"
             && PROMPTS.contains(&name)
             && tokens.get(index + 3).map(|t| &t.token) == Some(&punct("("))
         {
             let args = arguments(tokens, index + 3);
-            let Some(id) = prompt_id(name, &args) else { return };
+            let Some(id) = prompt_id(name, &args) else {
+                return;
+            };
             if let Some((first_file, line)) = self.prompts.get(&id) {
-                let place = if first_file == file { format!("line {line}") } else { format!("{first_file}:{line}") };
+                let place = if first_file == file {
+                    format!("line {line}")
+                } else {
+                    format!("{first_file}:{line}")
+                };
                 self.findings.push(finding(
                     file,
                     at.line,
@@ -337,13 +422,27 @@ impl<'a> Lints<'a> {
         let at = &tokens[index];
         let args = arguments(tokens, index + 1);
         let name = match args.first() {
-            Some([Spanned { token: Token::Str(name), .. }]) => Some(name.clone()),
+            Some(
+                [
+                    Spanned {
+                        token: Token::Str(name),
+                        ..
+                    },
+                ],
+            ) => Some(name.clone()),
             _ => None,
         };
-        let label = name.as_deref().map(|n| format!(" \"{n}\"")).unwrap_or_default();
+        let label = name
+            .as_deref()
+            .map(|n| format!(" \"{n}\""))
+            .unwrap_or_default();
         if let (Some(name), Some([first, ..])) = (&name, args.first()) {
             if let Some((first_file, line)) = self.steps.get(name) {
-                let place = if first_file == file { format!("line {line}") } else { format!("{first_file}:{line}") };
+                let place = if first_file == file {
+                    format!("line {line}")
+                } else {
+                    format!("{first_file}:{line}")
+                };
                 self.findings.push(finding(
                     file,
                     first.line,
@@ -352,16 +451,28 @@ impl<'a> Lints<'a> {
                     text,
                 ));
             } else {
-                self.steps.insert(name.clone(), (file.to_owned(), first.line));
+                self.steps
+                    .insert(name.clone(), (file.to_owned(), first.line));
             }
         }
         let problem = match args.last() {
-            _ if args.len() < 2 => Some((at, format!("step{label} has no body; write step(\"name\", || {{ ... }})"))),
-            Some(last) => body_problem(last).map(|why| (&last[0], format!("the last argument of step{label} {why}; write step(\"name\", || {{ ... }})"))),
+            _ if args.len() < 2 => Some((
+                at,
+                format!("step{label} has no body; write step(\"name\", || {{ ... }})"),
+            )),
+            Some(last) => body_problem(last).map(|why| {
+                (
+                    &last[0],
+                    format!(
+                        "the last argument of step{label} {why}; write step(\"name\", || {{ ... }})"
+                    ),
+                )
+            }),
             None => None,
         };
         if let Some((at, message)) = problem {
-            self.findings.push(finding(file, at.line, at.column, &message, text));
+            self.findings
+                .push(finding(file, at.line, at.column, &message, text));
         }
     }
 }
@@ -380,7 +491,11 @@ fn body_problem(arg: &[Spanned]) -> Option<&'static str> {
         Token::Str(_) => Some("is a string, not a closure"),
         Token::Punct(p) if p == "#" || p == "{" || p == "[" => Some("is a value, not a closure"),
         Token::Ident(word) if word == "Fn" => None,
-        Token::Ident(word) if word == "true" || word == "false" || word.starts_with(|c: char| c.is_ascii_digit()) => {
+        Token::Ident(word)
+            if word == "true"
+                || word == "false"
+                || word.starts_with(|c: char| c.is_ascii_digit()) =>
+        {
             Some("is a value, not a closure")
         }
         Token::Ident(_) if arg.get(1).map(|t| &t.token) == Some(&punct("(")) => {
@@ -439,12 +554,16 @@ fn prompt_id(function: &str, args: &[&[Spanned]]) -> Option<String> {
         for (i, spanned) in arg.iter().enumerate() {
             match &spanned.token {
                 Token::Punct(p) if p == "{" || p == "(" || p == "[" => depth += 1,
-                Token::Punct(p) if p == "}" || p == ")" || p == "]" => depth = depth.saturating_sub(1),
-                Token::Ident(key) | Token::Str(key) if depth == 1 && key == "id" => {
-                    if arg.get(i + 1).map(|t| &t.token) == Some(&punct(":")) {
-                        if let Some(Token::Str(id)) = arg.get(i + 2).map(|t| &t.token) {
-                            return Some(id.clone());
-                        }
+                Token::Punct(p) if p == "}" || p == ")" || p == "]" => {
+                    depth = depth.saturating_sub(1)
+                }
+                Token::Ident(key) | Token::Str(key)
+                    if depth == 1
+                        && key == "id"
+                        && arg.get(i + 1).map(|t| &t.token) == Some(&punct(":")) =>
+                {
+                    if let Some(Token::Str(id)) = arg.get(i + 2).map(|t| &t.token) {
+                        return Some(id.clone());
                     }
                 }
                 _ => {}
@@ -452,8 +571,18 @@ fn prompt_id(function: &str, args: &[&[Spanned]]) -> Option<String> {
         }
     }
     match args.first()? {
-        [Spanned { token: Token::Str(text), .. }] if function == "approve" => Some(prompt_id_of(&format!("approve_{text}"))),
-        [Spanned { token: Token::Str(text), .. }] => Some(prompt_id_of(text)),
+        [
+            Spanned {
+                token: Token::Str(text),
+                ..
+            },
+        ] if function == "approve" => Some(prompt_id_of(&format!("approve_{text}"))),
+        [
+            Spanned {
+                token: Token::Str(text),
+                ..
+            },
+        ] => Some(prompt_id_of(text)),
         _ => None,
     }
 }
@@ -480,8 +609,14 @@ mod tests {
 
     #[test]
     fn prompt_ids_follow_the_rule() {
-        assert_eq!(prompt_id_of("Deploy to PRODUCTION now?"), "deploy_to_production_now_");
-        assert_eq!(prompt_id_of("approve_release-manager"), "approve_release_manager");
+        assert_eq!(
+            prompt_id_of("Deploy to PRODUCTION now?"),
+            "deploy_to_production_now_"
+        );
+        assert_eq!(
+            prompt_id_of("approve_release-manager"),
+            "approve_release_manager"
+        );
     }
 
     #[test]

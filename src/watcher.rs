@@ -45,7 +45,10 @@ enum Message {
     /// The watcher itself reported a problem (reported, not fatal).
     WatchError(String),
     /// A run ended; `generation` tells which.
-    RunEnded { generation: u64, result: Result<i32, Error> },
+    RunEnded {
+        generation: u64,
+        result: Result<i32, Error>,
+    },
     /// Ctrl-C or SIGTERM.
     Interrupted,
 }
@@ -78,7 +81,9 @@ struct Watch {
 
 pub fn watch(settings: RunSettings) -> Result<i32, Error> {
     let Some(script) = settings.script_path.clone() else {
-        return Err(Error::usage("--watch needs a SCRIPT file (it cannot watch an -e snippet)"));
+        return Err(Error::usage(
+            "--watch needs a SCRIPT file (it cannot watch an -e snippet)",
+        ));
     };
     if settings.mode == Mode::Live {
         confirm_live(&settings)?;
@@ -101,7 +106,11 @@ pub fn watch(settings: RunSettings) -> Result<i32, Error> {
                     .collect(),
             ),
             Err(errors) => Message::WatchError(
-                errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
             ),
         };
         let _ = forward.send(message);
@@ -111,7 +120,10 @@ pub fn watch(settings: RunSettings) -> Result<i32, Error> {
     let mut watch = Watch {
         script: script.clone(),
         flags: settings.flags.clone(),
-        global: GlobalFlags { state_dir: settings.state_dir.clone(), state: settings.state_url.clone() },
+        global: GlobalFlags {
+            state_dir: settings.state_dir.clone(),
+            state: settings.state_url.clone(),
+        },
         format: settings.flags.format,
         redactor: Arc::new(Redactor::new()),
         runtime: runtime.handle().clone(),
@@ -145,7 +157,9 @@ pub fn watch(settings: RunSettings) -> Result<i32, Error> {
 impl Watch {
     fn run_loop(&mut self, receiver: &Receiver<Message>) -> i32 {
         loop {
-            let Ok(message) = receiver.recv() else { return EXIT_INTERRUPTED };
+            let Ok(message) = receiver.recv() else {
+                return EXIT_INTERRUPTED;
+            };
             match message {
                 Message::Changed(paths) => {
                     let mut changed = self.relevant(&paths);
@@ -182,7 +196,11 @@ impl Watch {
 
     /// The changed paths that matter (the script, its modules, glow.toml, the env file).
     fn relevant(&self, paths: &[PathBuf]) -> BTreeSet<PathBuf> {
-        paths.iter().map(|path| normalize(path)).filter(|path| self.files.contains(path)).collect()
+        paths
+            .iter()
+            .map(|path| normalize(path))
+            .filter(|path| self.files.contains(path))
+            .collect()
     }
 
     /// Compiles the new version to the side; only a good compile replaces the run in flight.
@@ -192,16 +210,21 @@ impl Watch {
         let names = names.join(", ");
         if !self.script.exists() {
             self.say(
-                &format!("watch: {names} changed · {} is missing; waiting for it", self.script.display()),
+                &format!(
+                    "watch: {names} changed · {} is missing; waiting for it",
+                    self.script.display()
+                ),
                 json!({ "event": "missing", "changed": names }),
             );
             return;
         }
-        let compiled = RunSettings::load(Some(&self.script), None, self.flags.clone(), &self.global)
-            .and_then(|settings| {
-                let files = crate::lint::compile(&settings, &self.runtime)?.files();
-                Ok((settings, files))
-            });
+        let compiled =
+            RunSettings::load(Some(&self.script), None, self.flags.clone(), &self.global).and_then(
+                |settings| {
+                    let files = crate::lint::compile(&settings, &self.runtime)?.files();
+                    Ok((settings, files))
+                },
+            );
         let took = started.elapsed();
         let (settings, files) = match compiled {
             Ok(compiled) => compiled,
@@ -219,7 +242,10 @@ impl Watch {
             }
         };
         self.say(
-            &format!("↻ {names} changed · recompiled in {} · restarting", format_ms(took.as_millis() as u64)),
+            &format!(
+                "↻ {names} changed · recompiled in {} · restarting",
+                format_ms(took.as_millis() as u64)
+            ),
             json!({ "event": "reload", "changed": names, "compile_ms": took.as_millis() as u64 }),
         );
         self.stop_run(receiver, CancelReason::Reload);
@@ -244,23 +270,49 @@ impl Watch {
             &format!("▶ run {generation} started ({}) · watching {} file(s)", settings.mode.as_str(), self.files.len()),
             json!({ "event": "run_started", "generation": generation, "mode": settings.mode.as_str() }),
         );
-        let (redactor, runtime, sender) = (self.redactor.clone(), self.runtime.clone(), self.sender.clone());
+        let (redactor, runtime, sender) = (
+            self.redactor.clone(),
+            self.runtime.clone(),
+            self.sender.clone(),
+        );
         let (run_cancel, run_finished) = (cancel.clone(), finished.clone());
-        let spawned = std::thread::Builder::new().name("glow-watch-run".into()).spawn(move || {
-            let result = run::execute_with(Arc::new(settings), redactor, run_cancel, runtime, Some(run_finished));
-            let _ = sender.send(Message::RunEnded { generation, result });
-        });
+        let spawned = std::thread::Builder::new()
+            .name("glow-watch-run".into())
+            .spawn(move || {
+                let result = run::execute_with(
+                    Arc::new(settings),
+                    redactor,
+                    run_cancel,
+                    runtime,
+                    Some(run_finished),
+                );
+                let _ = sender.send(Message::RunEnded { generation, result });
+            });
         if let Err(error) = spawned {
-            self.say(&format!("watch: cannot start the run: {error}"), json!({ "event": "run_error" }));
+            self.say(
+                &format!("watch: cannot start the run: {error}"),
+                json!({ "event": "run_error" }),
+            );
             return;
         }
-        self.running = Some(Running { generation, cancel, finished });
+        self.running = Some(Running {
+            generation,
+            cancel,
+            finished,
+        });
     }
 
     fn run_ended(&mut self, generation: u64, result: Result<i32, Error>) {
-        let Some(running) = self.running.take_if(|r| r.generation == generation) else { return };
+        let Some(running) = self.running.take_if(|r| r.generation == generation) else {
+            return;
+        };
         // Imports resolved while it ran (inside functions) count too.
-        let files = running.finished.lock().unwrap_or_else(|e| e.into_inner()).files.clone();
+        let files = running
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .files
+            .clone();
         self.watch_files(&files);
         if running.cancel.reason() == Some(CancelReason::Reload) {
             self.say(
@@ -288,13 +340,19 @@ impl Watch {
     /// Cancels the run in flight and waits (bounded) until it has ended; other messages that
     /// arrive meanwhile are kept (changes) or handled (interrupts).
     fn stop_run(&mut self, receiver: &Receiver<Message>, reason: CancelReason) {
-        let Some(generation) = self.running.as_ref().map(|r| r.generation) else { return };
+        let Some(generation) = self.running.as_ref().map(|r| r.generation) else {
+            return;
+        };
         if let Some(running) = &self.running {
             running.cancel.cancel_run(reason);
         }
         let deadline = Instant::now() + STOP_WAIT;
         let mut pending = Vec::new();
-        while self.running.as_ref().is_some_and(|r| r.generation == generation) {
+        while self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.generation == generation)
+        {
             let left = deadline.saturating_duration_since(Instant::now());
             match receiver.recv_timeout(left) {
                 Ok(Message::Changed(paths)) => pending.extend(paths),
@@ -307,7 +365,10 @@ impl Watch {
                 Ok(other) => self.handle_other(other),
                 Err(RecvTimeoutError::Timeout) => {
                     self.say(
-                        &format!("watch: warning: run {generation} did not stop within {}s; going on", STOP_WAIT.as_secs()),
+                        &format!(
+                            "watch: warning: run {generation} did not stop within {}s; going on",
+                            STOP_WAIT.as_secs()
+                        ),
                         json!({ "event": "stop_timeout", "generation": generation }),
                     );
                     self.running = None;
@@ -331,7 +392,9 @@ impl Watch {
     fn watch_files(&mut self, files: &[PathBuf]) {
         for file in files {
             let file = normalize(&std::path::absolute(file).unwrap_or_else(|_| file.clone()));
-            let Some(dir) = file.parent().map(Path::to_owned) else { continue };
+            let Some(dir) = file.parent().map(Path::to_owned) else {
+                continue;
+            };
             self.files.insert(file);
             if !self.dirs.contains(&dir) && dir.is_dir() {
                 match self.debouncer.watch(&dir, RecursiveMode::NonRecursive) {
@@ -386,9 +449,10 @@ fn watch_signals(
 ) -> tokio::task::JoinHandle<()> {
     runtime.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut interrupt), Ok(mut terminate)) =
-            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-        else {
+        let (Ok(mut interrupt), Ok(mut terminate)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
             return;
         };
         let mut count = 0;
@@ -422,9 +486,10 @@ fn confirm_live(settings: &RunSettings) -> Result<(), Error> {
             settings.source_name
         ))
     };
-    let (Ok(input), Ok(output)) =
-        (std::fs::File::open("/dev/tty"), std::fs::OpenOptions::new().write(true).open("/dev/tty"))
-    else {
+    let (Ok(input), Ok(output)) = (
+        std::fs::File::open("/dev/tty"),
+        std::fs::OpenOptions::new().write(true).open("/dev/tty"),
+    ) else {
         return Err(refuse());
     };
     let term = console::Term::read_write_pair(input, output);
@@ -436,5 +501,9 @@ fn confirm_live(settings: &RunSettings) -> Result<(), Error> {
         .default(false)
         .interact_on(&term)
         .map_err(|_| refuse())?;
-    if confirmed { Ok(()) } else { Err(Error::usage("live watch not confirmed; nothing was run")) }
+    if confirmed {
+        Ok(())
+    } else {
+        Err(Error::usage("live watch not confirmed; nothing was run"))
+    }
 }

@@ -23,12 +23,19 @@ struct Watching {
 impl Watching {
     fn start(test: Test, args: &[&str]) -> Self {
         let mut command = test.command();
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn glow-run --watch");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
-        for pipe in [Box::new(stdout) as Box<dyn std::io::Read + Send>, Box::new(stderr)] {
+        for pipe in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
             let seen = seen.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines() {
@@ -57,7 +64,13 @@ impl Watching {
     fn wait_for(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(line) = self.seen.lock().unwrap().iter().find(|line| line.contains(needle)) {
+            if let Some(line) = self
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|line| line.contains(needle))
+            {
                 return line.clone();
             }
             assert!(
@@ -71,7 +84,12 @@ impl Watching {
 
     /// How many lines so far contain `needle`.
     fn count(&self, needle: &str) -> usize {
-        self.seen.lock().unwrap().iter().filter(|line| line.contains(needle)).count()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
     }
 
     fn pid(&self) -> i32 {
@@ -80,13 +98,21 @@ impl Watching {
 
     /// Sends SIGINT and waits for the exit status.
     fn interrupt(&mut self) -> i32 {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), nix::sys::signal::Signal::SIGINT).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < deadline, "watch did not exit after SIGINT\n{}", self.transcript());
+            assert!(
+                Instant::now() < deadline,
+                "watch did not exit after SIGINT\n{}",
+                self.transcript()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -103,7 +129,10 @@ impl Drop for Watching {
 fn read_pid(path: &Path) -> i32 {
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Some(pid) = std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse().ok()) {
+        if let Some(pid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
             return pid;
         }
         assert!(Instant::now() < deadline, "no pid in {}", path.display());
@@ -139,9 +168,16 @@ fn watch_reruns_the_script_after_an_edit_within_two_seconds() {
     w.write("script.rhai", r#"print("version two");"#);
     w.wait_for("version two");
     let took = edited.elapsed();
-    assert!(took < Duration::from_secs(2), "rerun took {took:?}\n{}", w.transcript());
+    assert!(
+        took < Duration::from_secs(2),
+        "rerun took {took:?}\n{}",
+        w.transcript()
+    );
     let reload = w.transcript();
-    assert!(reload.contains("↻ script.rhai changed · recompiled in"), "{reload}");
+    assert!(
+        reload.contains("↻ script.rhai changed · recompiled in"),
+        "{reload}"
+    );
     assert!(reload.contains("▶ run 2 started (dry-run)"), "{reload}");
 }
 
@@ -157,9 +193,19 @@ fn watch_shows_a_broken_edit_with_its_caret_and_does_not_rerun_until_fixed() {
     w.wait_for("^");
     // Give a rerun every chance to happen: it must not.
     std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(w.count("good one"), 1, "the previous version was rerun\n{}", w.transcript());
+    assert_eq!(
+        w.count("good one"),
+        1,
+        "the previous version was rerun\n{}",
+        w.transcript()
+    );
     assert_eq!(w.count("run 2 started"), 0, "{}", w.transcript());
-    assert_eq!(w.count("broken"), 1, "only the source line may show it\n{}", w.transcript());
+    assert_eq!(
+        w.count("broken"),
+        1,
+        "only the source line may show it\n{}",
+        w.transcript()
+    );
     w.write("script.rhai", r#"print("fixed one");"#);
     w.wait_for("fixed one");
     assert_eq!(w.count("run 2 started"), 1, "{}", w.transcript());
@@ -174,7 +220,11 @@ fn watch_edit_during_a_step_kills_its_child_and_restarts() {
     assert!(process_alive(pid), "the child should be sleeping");
     w.write("script.rhai", r#"print("second");"#);
     w.wait_for("second");
-    assert!(wait_gone(pid), "child {pid} survived the reload\n{}", w.transcript());
+    assert!(
+        wait_gone(pid),
+        "child {pid} survived the reload\n{}",
+        w.transcript()
+    );
     let out = w.transcript();
     assert!(out.contains("run 1 cancelled for the reload"), "{out}");
     assert!(out.contains("▶ run 2 started"), "{out}");
@@ -182,18 +232,24 @@ fn watch_edit_during_a_step_kills_its_child_and_restarts() {
 
 #[test]
 fn watch_reruns_when_an_imported_module_changes() {
-    let test = Test::new().file("lib/names.rhai", r#"fn name() { "module v1" }"#).script(
-        r#"
+    let test = Test::new()
+        .file("lib/names.rhai", r#"fn name() { "module v1" }"#)
+        .script(
+            r#"
         import "lib/names" as names;
         print(names::name());
         "#,
-    );
+        );
     let mut w = Watching::start(test, &["--watch"]);
     w.wait_for("module v1");
     w.wait_for("run 1 ended");
     w.write("lib/names.rhai", r#"fn name() { "module v2" }"#);
     w.wait_for("module v2");
-    assert!(w.transcript().contains("lib/names.rhai changed"), "{}", w.transcript());
+    assert!(
+        w.transcript().contains("lib/names.rhai changed"),
+        "{}",
+        w.transcript()
+    );
 }
 
 #[test]
@@ -201,7 +257,10 @@ fn watch_follows_a_new_import() {
     let mut w = Watching::start(Test::new().script(r#"print("no import");"#), &["--watch"]);
     w.wait_for("run 1 ended");
     w.write("extra.rhai", r#"fn word() { "extra v1" }"#);
-    w.write("script.rhai", "import \"extra\" as extra;\nprint(extra::word());\n");
+    w.write(
+        "script.rhai",
+        "import \"extra\" as extra;\nprint(extra::word());\n",
+    );
     w.wait_for("extra v1");
     w.wait_for("run 2 ended");
     w.write("extra.rhai", r#"fn word() { "extra v2" }"#);
@@ -238,24 +297,41 @@ fn watch_performs_no_live_effects_without_live() {
     let mut w = Watching::start(test, &["--watch"]);
     w.wait_for("after touch");
     w.wait_for("run 1 ended");
-    w.write("script.rhai", "exec::run(\"touch\", [\"marker\"]);\nprint(\"after touch again\");\n");
+    w.write(
+        "script.rhai",
+        "exec::run(\"touch\", [\"marker\"]);\nprint(\"after touch again\");\n",
+    );
     w.wait_for("after touch again");
     w.wait_for("run 2 ended");
-    assert!(!w.path("marker").exists(), "a watch without --live touched the file");
-    assert!(w.transcript().contains("○ planned: exec run touch marker"), "{}", w.transcript());
+    assert!(
+        !w.path("marker").exists(),
+        "a watch without --live touched the file"
+    );
+    assert!(
+        w.transcript().contains("○ planned: exec run touch marker"),
+        "{}",
+        w.transcript()
+    );
 }
 
 #[test]
 fn watch_live_without_a_terminal_or_yes_is_refused() {
-    let test = Test::new().script(r#"exec::run("touch", ["marker"]);"#).args(&["--watch", "--live"]);
+    let test = Test::new()
+        .script(r#"exec::run("touch", ["marker"]);"#)
+        .args(&["--watch", "--live"]);
     let mut command = test.command();
     // A new session has no controlling terminal: /dev/tty cannot be opened.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut command, || {
-            nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from)
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
         });
     }
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let output = wait_with_timeout(command.spawn().unwrap(), WAIT);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -270,7 +346,11 @@ fn watch_live_with_yes_performs_effects() {
     w.wait_for("touched");
     w.wait_for("run 1 ended");
     assert!(w.path("marker").exists(), "{}", w.transcript());
-    assert!(w.transcript().contains("run 1 started (live)"), "{}", w.transcript());
+    assert!(
+        w.transcript().contains("run 1 started (live)"),
+        "{}",
+        w.transcript()
+    );
 }
 
 #[test]
@@ -281,7 +361,11 @@ fn watch_interrupt_exits_130_and_leaves_no_child() {
     let pid = read_pid(&w.path("pid"));
     assert!(process_alive(pid));
     assert_eq!(w.interrupt(), 130, "{}", w.transcript());
-    assert!(wait_gone(pid), "child {pid} outlived watch mode\n{}", w.transcript());
+    assert!(
+        wait_gone(pid),
+        "child {pid} outlived watch mode\n{}",
+        w.transcript()
+    );
 }
 
 #[test]
@@ -307,16 +391,29 @@ fn definitions_as_rhai(name: &str, text: &str) -> String {
             continue;
         }
         if let Some(rest) = line.strip_prefix("module ") {
-            assert!(rest.ends_with(';') || rest.ends_with('{'), "{name}: bad module line {line:?}");
+            assert!(
+                rest.ends_with(';') || rest.ends_with('{'),
+                "{name}: bad module line {line:?}"
+            );
             continue;
         }
-        if line.starts_with("op ") || line.starts_with("fn get ") || line.starts_with("fn set ") || line.starts_with("const ") {
+        if line.starts_with("op ")
+            || line.starts_with("fn get ")
+            || line.starts_with("fn set ")
+            || line.starts_with("const ")
+        {
             assert!(line.ends_with(';'), "{name}: bad declaration {line:?}");
             continue;
         }
-        let rest = line.strip_prefix("fn ").unwrap_or_else(|| panic!("{name}: unexpected line {line:?}"));
-        let (fn_name, rest) = rest.split_once('(').unwrap_or_else(|| panic!("{name}: bad fn {line:?}"));
-        let (params, ret) = rest.rsplit_once(") -> ").unwrap_or_else(|| panic!("{name}: no return type in {line:?}"));
+        let rest = line
+            .strip_prefix("fn ")
+            .unwrap_or_else(|| panic!("{name}: unexpected line {line:?}"));
+        let (fn_name, rest) = rest
+            .split_once('(')
+            .unwrap_or_else(|| panic!("{name}: bad fn {line:?}"));
+        let (params, ret) = rest
+            .rsplit_once(") -> ")
+            .unwrap_or_else(|| panic!("{name}: no return type in {line:?}"));
         assert!(ret.ends_with(';'), "{name}: bad return in {line:?}");
         let params: Vec<&str> = params
             .split(',')
@@ -334,7 +431,8 @@ fn definitions_as_rhai(name: &str, text: &str) -> String {
 fn defs_writes_documented_definitions_for_every_namespace_and_the_stdlib() {
     let (dir, _) = Test::new().args(&["defs", "--out", "defs"]).expect(0);
     let read = |name: &str| {
-        std::fs::read_to_string(dir.path().join("defs").join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+        std::fs::read_to_string(dir.path().join("defs").join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
     };
     let expected: &[(&str, &[&str])] = &[
         ("exec.d.rhai", &["run", "sh"]),
@@ -349,14 +447,22 @@ fn defs_writes_documented_definitions_for_every_namespace_and_the_stdlib() {
     for (file, functions) in expected {
         let text = read(file);
         for function in *functions {
-            assert!(text.contains(&format!("fn {function}(")), "{file} lacks {function}\n{text}");
+            assert!(
+                text.contains(&format!("fn {function}(")),
+                "{file} lacks {function}\n{text}"
+            );
         }
     }
-    assert!(read("exec.d.rhai").contains("/// Runs a program with arguments (argv, never a shell)"));
+    assert!(
+        read("exec.d.rhai").contains("/// Runs a program with arguments (argv, never a shell)")
+    );
     assert!(read("__static__.d.rhai").contains("/// Runs `body` as a named step"));
     let git = read("glow-git.d.rhai");
     assert!(git.contains("module \"glow/git\";"), "{git}");
-    assert!(git.contains("/// The full SHA of HEAD.\nfn head_sha() -> ?;"), "{git}");
+    assert!(
+        git.contains("/// The full SHA of HEAD.\nfn head_sha() -> ?;"),
+        "{git}"
+    );
     assert!(git.contains("//! Git helpers"), "{git}");
 
     let engine = rhai::Engine::new();
@@ -364,7 +470,10 @@ fn defs_writes_documented_definitions_for_every_namespace_and_the_stdlib() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("module ") || text.starts_with("//!"), "{name} has no module header");
+        assert!(
+            text.starts_with("module ") || text.starts_with("//!"),
+            "{name} has no module header"
+        );
         if name.starts_with("__builtin") {
             continue;
         }
@@ -373,7 +482,10 @@ fn defs_writes_documented_definitions_for_every_namespace_and_the_stdlib() {
             let lines: Vec<&str> = text.lines().collect();
             for (i, line) in lines.iter().enumerate() {
                 if line.starts_with("fn ") {
-                    assert!(i > 0 && lines[i - 1].starts_with("///"), "{name}: {line} has no doc comment");
+                    assert!(
+                        i > 0 && lines[i - 1].starts_with("///"),
+                        "{name}: {line} has no doc comment"
+                    );
                 }
             }
         }
@@ -389,8 +501,16 @@ fn defs_without_out_prints_one_file() {
     let out = Test::new().arg("defs").status(0);
     assert!(out.stdout.starts_with("module static;"), "{}", out.stdout);
     assert!(out.stdout.contains("module exec {"), "{}", out.stdout);
-    assert!(out.stdout.contains("module \"glow/git\" {"), "{}", out.stdout);
-    assert!(out.stdout.contains("fn step(name: String, body: Fn) -> ?;"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("module \"glow/git\" {"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("fn step(name: String, body: Fn) -> ?;"),
+        "{}",
+        out.stdout
+    );
     definitions_as_rhai("stdout", &out.stdout);
 }
 
@@ -462,19 +582,35 @@ fn check_finds_prompts_sharing_an_id() {
         )
         .args(&["check", "script.rhai"])
         .status(2);
-    for (line, column, id) in [(2, 17, "deploy_now_"), (3, 17, "deploy_now_"), (6, 9, "approve_qa")] {
+    for (line, column, id) in [
+        (2, 17, "deploy_now_"),
+        (3, 17, "deploy_now_"),
+        (6, 9, "approve_qa"),
+    ] {
         let message = format!("error: prompt id \"{id}\" is already used");
         let at = format!("--> script.rhai:{line}:{column}");
-        let found = out.stderr.lines().collect::<Vec<_>>().windows(2).any(|w| w[0].starts_with(&message) && w[1].trim() == at);
+        let found = out
+            .stderr
+            .lines()
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w[0].starts_with(&message) && w[1].trim() == at);
         assert!(found, "no {message} at {at}\n{}", out.stderr);
     }
-    assert!(!out.stderr.contains("\"other\" is already used"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("\"other\" is already used"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn check_lints_imported_modules_too() {
     let out = Test::new()
-        .file("lib/deploy.rhai", "fn deploy() {\n    step(\"build\", || 1);\n    exec::shh(\"make\");\n}\n")
+        .file(
+            "lib/deploy.rhai",
+            "fn deploy() {\n    step(\"build\", || 1);\n    exec::shh(\"make\");\n}\n",
+        )
         .file(
             "script.rhai",
             r#"
@@ -484,9 +620,24 @@ fn check_lints_imported_modules_too() {
         )
         .args(&["check", "script.rhai"])
         .status(2);
-    assert!(out.stderr.contains("error: duplicate step name \"build\" (first used on script.rhai:2)"), "{}", out.stderr);
-    assert!(out.stderr.contains("--> lib/deploy.rhai:2:10"), "{}", out.stderr);
-    assert!(out.stderr.contains("error: unknown function exec::shh; did you mean exec::sh?\n --> lib/deploy.rhai:3:11"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("error: duplicate step name \"build\" (first used on script.rhai:2)"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("--> lib/deploy.rhai:2:10"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "error: unknown function exec::shh; did you mean exec::sh?\n --> lib/deploy.rhai:3:11"
+        ),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -508,12 +659,28 @@ fn check_passes_a_clean_script() {
         )
         .args(&["check", "script.rhai"])
         .status(0);
-    assert!(out.stderr.contains("check: 1 script(s) ok"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("check: 1 script(s) ok"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn check_reports_a_syntax_error_with_its_caret() {
-    let out = Test::new().file("script.rhai", "step(\"a\", || 1;\n").args(&["check", "script.rhai"]).status(2);
-    assert!(out.stderr.contains("error: syntax error:"), "{}", out.stderr);
-    assert!(out.stderr.contains(" --> script.rhai:1:15\n  |\n1 | step(\"a\", || 1;\n  |               ^\n"), "{}", out.stderr);
+    let out = Test::new()
+        .file("script.rhai", "step(\"a\", || 1;\n")
+        .args(&["check", "script.rhai"])
+        .status(2);
+    assert!(
+        out.stderr.contains("error: syntax error:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains(" --> script.rhai:1:15\n  |\n1 | step(\"a\", || 1;\n  |               ^\n"),
+        "{}",
+        out.stderr
+    );
 }
