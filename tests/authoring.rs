@@ -684,3 +684,25 @@ fn check_reports_a_syntax_error_with_its_caret() {
         out.stderr
     );
 }
+
+#[test]
+fn watch_reruns_when_glow_toml_or_the_env_file_changes() {
+    let test = Test::new()
+        .file("glow.toml", "[exec]\nshell = false\n")
+        .file("config/dev.env", "GREETING=hello_one\n")
+        .script(r#"print(env::get("GREETING"));"#);
+    let mut w = Watching::start(test, &["--watch", "--env-file", "config/dev.env"]);
+    w.wait_for("hello_one");
+    w.wait_for("run 1 ended");
+    w.write("config/dev.env", "GREETING=hello_two\n");
+    w.wait_for("hello_two");
+    w.wait_for("run 2 ended");
+    w.write("glow.toml", "[exec]\nshell = true\n");
+    w.wait_for("glow.toml changed");
+    w.wait_for("run 3 ended");
+    // A broken glow.toml is reported like a broken script: the last good run stands.
+    w.write("glow.toml", "[exec\n");
+    w.wait_for("invalid configuration");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.count("run 4 started"), 0, "{}", w.transcript());
+}
