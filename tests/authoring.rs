@@ -706,3 +706,33 @@ fn watch_reruns_when_glow_toml_or_the_env_file_changes() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(w.count("run 4 started"), 0, "{}", w.transcript());
 }
+
+#[test]
+fn watch_live_asks_once_on_the_terminal() {
+    use expectrl::Expect;
+    let test = Test::new()
+        .script("exec::run(\"touch\", [\"marker\"]);\nprint(\"touched live\");\n")
+        .args(&["--watch", "--live"]);
+    let mut session = expectrl::Session::spawn(test.command()).expect("spawn in a pty");
+    session.set_expect_timeout(Some(WAIT));
+    session
+        .expect("Continue?")
+        .expect("the confirmation prompt");
+    assert!(
+        !test.path().join("marker").exists(),
+        "nothing runs before the answer"
+    );
+    session.send("y").unwrap();
+    session.expect("run 1 started (live)").expect("a live run");
+    session.expect("touched live").expect("the script's output");
+    let pid = session.get_process().pid().as_raw();
+    assert!(test.path().join("marker").exists());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    session
+        .expect("interrupted; stopped")
+        .expect("watch ends on Ctrl-C");
+}
