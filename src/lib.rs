@@ -10,6 +10,7 @@ pub mod arguments;
 pub mod cancel;
 pub mod commands;
 pub mod config;
+pub mod definitions;
 pub mod engine;
 pub mod error;
 pub mod host;
