@@ -26,8 +26,10 @@ struct Listed {
 }
 
 fn read_manifest(path: &Path) -> Result<Vec<Listed>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
     let items = value["artifacts"]
         .as_array()
         .ok_or_else(|| format!("{} has no \"artifacts\" list", path.display()))?;
@@ -52,20 +54,32 @@ fn store_root(events: &[Value]) -> Option<PathBuf> {
 /// Writes the bundle for the run whose journal is `journal`; returns a one-line summary.
 pub fn bundle(journal: &Path, output: &Path) -> Result<String, Error> {
     let run_dir = journal.parent().unwrap_or(Path::new("."));
-    let run_id = run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let events = crate::journal::read_events(journal).map_err(|e| Error::host(format!("reading {}", journal.display()), e))?;
+    let run_id = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let events = crate::journal::read_events(journal)
+        .map_err(|e| Error::host(format!("reading {}", journal.display()), e))?;
     let root = store_root(&events);
     let entries = match &root {
-        Some(root) => read_manifest(&root.join(MANIFEST)).map_err(|why| Error::host("bundle", why))?,
+        Some(root) => {
+            read_manifest(&root.join(MANIFEST)).map_err(|why| Error::host("bundle", why))?
+        }
         None => Vec::new(),
     };
     for entry in &entries {
-        clean_name(&entry.name).map_err(|why| Error::host("bundle: the manifest is not trustworthy", why))?;
+        clean_name(&entry.name)
+            .map_err(|why| Error::host("bundle: the manifest is not trustworthy", why))?;
         if let Some(root) = &root {
             if !root.join(&entry.name).is_file() {
                 return Err(Error::host(
                     "bundle",
-                    format!("artifact '{}' is listed in {} but missing; run `glow-run verify {}`", entry.name, root.join(MANIFEST).display(), root.display()),
+                    format!(
+                        "artifact '{}' is listed in {} but missing; run `glow-run verify {}`",
+                        entry.name,
+                        root.join(MANIFEST).display(),
+                        root.display()
+                    ),
                 ));
             }
         }
@@ -76,7 +90,9 @@ pub fn bundle(journal: &Path, output: &Path) -> Result<String, Error> {
         _ => PathBuf::from("."),
     };
     let write = || -> std::io::Result<()> {
-        let temp = tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(&dir)?;
+        let temp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(&dir)?;
         let encoder = GzEncoder::new(temp.reopen()?, Compression::default());
         let mut tar = tar::Builder::new(encoder);
         tar.mode(tar::HeaderMode::Deterministic);
@@ -87,9 +103,15 @@ pub fn bundle(journal: &Path, output: &Path) -> Result<String, Error> {
         }
         match &root {
             Some(root) => {
-                tar.append_path_with_name(root.join(MANIFEST), format!("{run_id}/artifacts/{MANIFEST}"))?;
+                tar.append_path_with_name(
+                    root.join(MANIFEST),
+                    format!("{run_id}/artifacts/{MANIFEST}"),
+                )?;
                 for entry in &entries {
-                    tar.append_path_with_name(root.join(&entry.name), format!("{run_id}/artifacts/{}", entry.name))?;
+                    tar.append_path_with_name(
+                        root.join(&entry.name),
+                        format!("{run_id}/artifacts/{}", entry.name),
+                    )?;
                 }
             }
             None => {
@@ -98,7 +120,11 @@ pub fn bundle(journal: &Path, output: &Path) -> Result<String, Error> {
                 header.set_size(empty.len() as u64);
                 header.set_mode(0o644);
                 header.set_cksum();
-                tar.append_data(&mut header, format!("{run_id}/artifacts/{MANIFEST}"), &empty[..])?;
+                tar.append_data(
+                    &mut header,
+                    format!("{run_id}/artifacts/{MANIFEST}"),
+                    &empty[..],
+                )?;
             }
         }
         tar.into_inner()?.finish()?.sync_all()?;
@@ -119,10 +145,17 @@ fn find_manifest(dir: &Path) -> Option<PathBuf> {
     if let Some(found) = direct.into_iter().find(|p| p.is_file()) {
         return Some(found);
     }
-    let mut children: Vec<PathBuf> =
-        std::fs::read_dir(dir).ok()?.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let mut children: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     children.sort();
-    children.into_iter().map(|child| child.join("artifacts").join(MANIFEST)).find(|p| p.is_file())
+    children
+        .into_iter()
+        .map(|child| child.join("artifacts").join(MANIFEST))
+        .find(|p| p.is_file())
 }
 
 fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
@@ -143,10 +176,16 @@ fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
 
 /// Files under `dir` (relative names), except the manifest and temp files.
 fn files_under(dir: &Path, prefix: &str, out: &mut BTreeSet<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let relative = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let relative = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
         match entry.file_type() {
             Ok(kind) if kind.is_dir() => files_under(&entry.path(), &relative, out),
             Ok(_) if relative == MANIFEST || name.starts_with(TEMP_PREFIX) => {}
@@ -164,17 +203,26 @@ pub fn verify(path: &Path) -> Result<String, Error> {
     let dir = if path.is_dir() {
         path.to_owned()
     } else {
-        let file = File::open(path).map_err(|e| Error::host(format!("reading {}", path.display()), e))?;
+        let file =
+            File::open(path).map_err(|e| Error::host(format!("reading {}", path.display()), e))?;
         unpacked = tempfile::tempdir().map_err(|e| Error::host("a temp directory", e))?;
         tar::Archive::new(GzDecoder::new(file))
             .unpack(unpacked.path())
-            .map_err(|e| Error::Verify { problems: vec![format!("{} is not a readable .tar.gz bundle: {e}", path.display())] })?;
+            .map_err(|e| Error::Verify {
+                problems: vec![format!(
+                    "{} is not a readable .tar.gz bundle: {e}",
+                    path.display()
+                )],
+            })?;
         unpacked.path().to_owned()
     };
-    let manifest = find_manifest(&dir)
-        .ok_or_else(|| Error::Verify { problems: vec![format!("no {MANIFEST} found in {}", path.display())] })?;
+    let manifest = find_manifest(&dir).ok_or_else(|| Error::Verify {
+        problems: vec![format!("no {MANIFEST} found in {}", path.display())],
+    })?;
     let store = manifest.parent().unwrap_or(&dir).to_owned();
-    let entries = read_manifest(&manifest).map_err(|why| Error::Verify { problems: vec![why] })?;
+    let entries = read_manifest(&manifest).map_err(|why| Error::Verify {
+        problems: vec![why],
+    })?;
 
     let mut problems = Vec::new();
     let mut listed = BTreeSet::new();
@@ -182,20 +230,30 @@ pub fn verify(path: &Path) -> Result<String, Error> {
         let name = match clean_name(&entry.name) {
             Ok(name) => name,
             Err(why) => {
-                problems.push(format!("the manifest lists a name outside the store: {why}"));
+                problems.push(format!(
+                    "the manifest lists a name outside the store: {why}"
+                ));
                 continue;
             }
         };
         listed.insert(name.clone());
         let file = store.join(&name);
         match hash_file(&file) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => problems.push(format!("{name}: missing")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                problems.push(format!("{name}: missing"))
+            }
             Err(e) => problems.push(format!("{name}: cannot read: {e}")),
             Ok((size, sha256)) => {
                 if sha256 != entry.sha256 {
-                    problems.push(format!("{name}: sha256 is {sha256}, the manifest says {}", entry.sha256));
+                    problems.push(format!(
+                        "{name}: sha256 is {sha256}, the manifest says {}",
+                        entry.sha256
+                    ));
                 } else if entry.size.is_some_and(|expected| expected != size) {
-                    problems.push(format!("{name}: size is {size}, the manifest says {}", entry.size.unwrap_or(0)));
+                    problems.push(format!(
+                        "{name}: size is {size}, the manifest says {}",
+                        entry.size.unwrap_or(0)
+                    ));
                 }
             }
         }
@@ -208,5 +266,9 @@ pub fn verify(path: &Path) -> Result<String, Error> {
     if !problems.is_empty() {
         return Err(Error::Verify { problems });
     }
-    Ok(format!("ok: {} artifact(s) in {} match {MANIFEST}", entries.len(), path.display()))
+    Ok(format!(
+        "ok: {} artifact(s) in {} match {MANIFEST}",
+        entries.len(),
+        path.display()
+    ))
 }

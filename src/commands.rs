@@ -32,7 +32,10 @@ pub fn runs(global: &GlobalFlags, limit: usize) -> Result<i32, Error> {
                 run.script.clone(),
                 run.mode.clone(),
                 run.status(),
-                run.duration_ms.map_or_else(|| "-".into(), |ms| format_ms(u64::try_from(ms).unwrap_or(0))),
+                run.duration_ms.map_or_else(
+                    || "-".into(),
+                    |ms| format_ms(u64::try_from(ms).unwrap_or(0)),
+                ),
                 run.tag.clone().unwrap_or_else(|| "-".into()),
             ]
         })
@@ -51,7 +54,11 @@ fn table(header: &[String; 6], rows: &[[String; 6]]) -> String {
     }
     let mut out = String::new();
     for row in std::iter::once(header).chain(rows) {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
@@ -91,14 +98,33 @@ pub fn show(global: &GlobalFlags, run_id: &str) -> Result<i32, Error> {
 }
 
 fn ms(value: Option<i64>) -> String {
-    value.map_or_else(|| "-".into(), |ms| format_ms(u64::try_from(ms).unwrap_or(0)))
+    value.map_or_else(
+        || "-".into(),
+        |ms| format_ms(u64::try_from(ms).unwrap_or(0)),
+    )
 }
 
 fn render_run(run: &RunRecord) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "run {}  {}  {}  {}  {}", run.id, run.script, run.mode, run.status(), ms(run.duration_ms));
+    let _ = writeln!(
+        out,
+        "run {}  {}  {}  {}  {}",
+        run.id,
+        run.script,
+        run.mode,
+        run.status(),
+        ms(run.duration_ms)
+    );
     let _ = writeln!(out, "  script sha256 {}", run.sha256);
-    let _ = writeln!(out, "  started {}{}", run.started, run.ended.as_ref().map(|e| format!(", ended {e}")).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "  started {}{}",
+        run.started,
+        run.ended
+            .as_ref()
+            .map(|e| format!(", ended {e}"))
+            .unwrap_or_default()
+    );
     if let Some(code) = run.exit_code {
         let _ = writeln!(out, "  exit code {code}");
     }
@@ -125,7 +151,12 @@ fn render_run(run: &RunRecord) -> String {
     for step in &run.steps {
         let indent = "  ".repeat(usize::try_from(step.depth.unwrap_or(0)).unwrap_or(0) + 1);
         let outcome = step.outcome.clone().unwrap_or_else(|| "unfinished".into());
-        let mut line = format!("{indent}{:<10} {}  {}", outcome, step.name, ms(step.duration_ms));
+        let mut line = format!(
+            "{indent}{:<10} {}  {}",
+            outcome,
+            step.name,
+            ms(step.duration_ms)
+        );
         if let Some(reason) = &step.reason {
             let _ = write!(line, "  ({reason})");
         }
@@ -198,7 +229,9 @@ pub fn resume(
 ) -> Result<i32, Error> {
     let previous = load(global, run_id)?;
     if previous.script == crate::config::SNIPPET_NAME || previous.script.is_empty() {
-        return Err(Error::usage(format!("run {run_id} ran a -e snippet; only script runs can be resumed")));
+        return Err(Error::usage(format!(
+            "run {run_id} ran a -e snippet; only script runs can be resumed"
+        )));
     }
     // Vars of the earlier run first; any given again on this command line win.
     let mut vars: Vec<(String, String)> = previous.vars.clone().into_iter().collect();
@@ -230,7 +263,10 @@ pub fn resume(
         "resuming run {run_id}: {} step(s) that succeeded will be skipped",
         succeeded.len()
     );
-    settings.resume = Some(Resume { run_id: previous.id.clone(), succeeded });
+    settings.resume = Some(Resume {
+        run_id: previous.id.clone(),
+        succeeded,
+    });
     crate::run::execute(settings, redactor)
 }
 

@@ -26,7 +26,8 @@ pub fn write(journal: &Journal) -> Result<(), String> {
     let (Some(path), Some(dir)) = (journal.path(), journal.run_dir()) else {
         return Ok(());
     };
-    let events = crate::journal::read_events(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let events = crate::journal::read_events(path)
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
     let text = render(&events);
     let report = dir.join(FILE_NAME);
     std::fs::write(&report, &text).map_err(|e| format!("writing {}: {e}", report.display()))?;
@@ -35,7 +36,12 @@ pub fn write(journal: &Journal) -> Result<(), String> {
             .create(true)
             .append(true)
             .open(&summary)
-            .map_err(|e| format!("opening GITHUB_STEP_SUMMARY {}: {e}", summary.to_string_lossy()))?;
+            .map_err(|e| {
+                format!(
+                    "opening GITHUB_STEP_SUMMARY {}: {e}",
+                    summary.to_string_lossy()
+                )
+            })?;
         file.write_all(format!("{text}\n").as_bytes())
             .map_err(|e| format!("writing GITHUB_STEP_SUMMARY: {e}"))?;
     }
@@ -48,7 +54,10 @@ fn cell(text: &str) -> String {
 }
 
 fn ms(value: Option<i64>) -> String {
-    value.map_or_else(|| "-".into(), |ms| format_ms(u64::try_from(ms).unwrap_or(0)))
+    value.map_or_else(
+        || "-".into(),
+        |ms| format_ms(u64::try_from(ms).unwrap_or(0)),
+    )
 }
 
 /// The captured output of one executed command.
@@ -69,7 +78,10 @@ fn excerpts(events: &[Value]) -> Vec<Excerpt> {
         let step = event["step"].as_str().map(str::to_owned);
         match event["kind"].as_str() {
             Some("output") if matches!(event["stream"].as_str(), Some("stdout" | "stderr")) => {
-                pending.entry(step).or_default().push(event["line"].as_str().unwrap_or("").to_owned());
+                pending
+                    .entry(step)
+                    .or_default()
+                    .push(event["line"].as_str().unwrap_or("").to_owned());
             }
             Some("effect") if event["namespace"] == "exec" && event["planned"] != true => {
                 let lines = pending.remove(&step).unwrap_or_default();
@@ -100,7 +112,10 @@ fn trimmed(lines: &[String]) -> Vec<String> {
         return lines.iter().map(cut).collect();
     }
     let mut out: Vec<String> = lines[..HEAD_LINES].iter().map(cut).collect();
-    out.push(format!("… {} lines omitted (the journal has them all) …", lines.len() - HEAD_LINES - TAIL_LINES));
+    out.push(format!(
+        "… {} lines omitted (the journal has them all) …",
+        lines.len() - HEAD_LINES - TAIL_LINES
+    ));
     out.extend(lines[lines.len() - TAIL_LINES..].iter().map(cut));
     out
 }
@@ -118,7 +133,9 @@ pub fn render(events: &[Value]) -> String {
     let _ = writeln!(
         out,
         "| Outcome | **{outcome}**{} |",
-        run.exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default()
+        run.exit_code
+            .map(|c| format!(" (exit code {c})"))
+            .unwrap_or_default()
     );
     let _ = writeln!(out, "| Started | {} |", run.started);
     if let Some(ended) = &run.ended {
@@ -126,7 +143,11 @@ pub fn render(events: &[Value]) -> String {
     }
     let _ = writeln!(out, "| Duration | {} |", ms(run.duration_ms));
     if !run.vars.is_empty() {
-        let vars: Vec<String> = run.vars.iter().map(|(k, v)| format!("`{}={}`", cell(k), cell(v))).collect();
+        let vars: Vec<String> = run
+            .vars
+            .iter()
+            .map(|(k, v)| format!("`{}={}`", cell(k), cell(v)))
+            .collect();
         let _ = writeln!(out, "| Vars | {} |", vars.join(" "));
     }
     if let Some(trace) = &run.trace_id {
@@ -143,10 +164,17 @@ pub fn render(events: &[Value]) -> String {
     if run.steps.is_empty() {
         let _ = writeln!(out, "No steps ran.");
     } else {
-        let _ = writeln!(out, "| Step | Outcome | Duration | Note |\n|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| Step | Outcome | Duration | Note |\n|---|---|---|---|"
+        );
         for step in &run.steps {
             let depth = usize::try_from(step.depth.unwrap_or(0)).unwrap_or(0);
-            let note = step.reason.as_deref().or(step.error.as_deref()).unwrap_or("");
+            let note = step
+                .reason
+                .as_deref()
+                .or(step.error.as_deref())
+                .unwrap_or("");
             let _ = writeln!(
                 out,
                 "| {}{} | {} | {} | {} |",
@@ -162,11 +190,17 @@ pub fn render(events: &[Value]) -> String {
     let plan = events.iter().rev().find(|e| e["kind"] == "plan");
     if run.mode == "dry-run" {
         let _ = writeln!(out, "\n## Plan\n");
-        let effects = plan.and_then(|p| p["effects"].as_array()).cloned().unwrap_or_default();
+        let effects = plan
+            .and_then(|p| p["effects"].as_array())
+            .cloned()
+            .unwrap_or_default();
         if effects.is_empty() {
             let _ = writeln!(out, "No effects: a live run would change nothing.");
         } else {
-            let _ = writeln!(out, "What a live run would do, in order:\n\n| # | Step | Effect |\n|---|---|---|");
+            let _ = writeln!(
+                out,
+                "What a live run would do, in order:\n\n| # | Step | Effect |\n|---|---|---|"
+            );
             for effect in &effects {
                 let _ = writeln!(
                     out,
@@ -183,8 +217,11 @@ pub fn render(events: &[Value]) -> String {
             let lines: Vec<String> = needs
                 .iter()
                 .filter_map(|(key, items)| {
-                    let items: Vec<String> =
-                        items.as_array()?.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)).collect();
+                    let items: Vec<String> = items
+                        .as_array()?
+                        .iter()
+                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                        .collect();
                     (!items.is_empty()).then(|| format!("- {key}: {}", items.join(", ")))
                 })
                 .collect();
@@ -197,7 +234,10 @@ pub fn render(events: &[Value]) -> String {
         if run.effects.is_empty() {
             let _ = writeln!(out, "No effects.");
         } else {
-            let _ = writeln!(out, "| # | Step | Effect | Outcome | Duration |\n|---|---|---|---|---|");
+            let _ = writeln!(
+                out,
+                "| # | Step | Effect | Outcome | Duration |\n|---|---|---|---|---|"
+            );
             for (index, effect) in run.effects.iter().enumerate() {
                 let mut outcome = effect.outcome.clone().unwrap_or_default();
                 if let Some(code) = effect.code {
@@ -222,7 +262,11 @@ pub fn render(events: &[Value]) -> String {
         }
     }
 
-    let migrations: Vec<_> = run.effects.iter().filter(|e| e.migration_hash.is_some()).collect();
+    let migrations: Vec<_> = run
+        .effects
+        .iter()
+        .filter(|e| e.migration_hash.is_some())
+        .collect();
     if !migrations.is_empty() {
         let _ = writeln!(out, "\n## Migrations\n");
         for effect in migrations {
@@ -260,7 +304,10 @@ pub fn render(events: &[Value]) -> String {
     }
 
     if !run.approvals.is_empty() {
-        let _ = writeln!(out, "\n## Approvals\n\n| Role | Approver | Time | Plan SHA-256 |\n|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "\n## Approvals\n\n| Role | Approver | Time | Plan SHA-256 |\n|---|---|---|---|"
+        );
         for approval in &run.approvals {
             let _ = writeln!(
                 out,
@@ -282,11 +329,18 @@ pub fn render(events: &[Value]) -> String {
                 "**[{}] `{}`**{}\n\n````text\n{}\n````\n",
                 excerpt.step.as_deref().unwrap_or("-"),
                 cell(&excerpt.command),
-                excerpt.code.map(|c| format!(" exited {c}")).unwrap_or_default(),
+                excerpt
+                    .code
+                    .map(|c| format!(" exited {c}"))
+                    .unwrap_or_default(),
                 trimmed(&excerpt.lines).join("\n")
             );
         }
     }
-    let _ = writeln!(out, "\n_Journal: `{}`_", run.journal.as_deref().unwrap_or("-"));
+    let _ = writeln!(
+        out,
+        "\n_Journal: `{}`_",
+        run.journal.as_deref().unwrap_or("-")
+    );
     out
 }

@@ -126,7 +126,9 @@ pub fn root_for(ctx: &HostContext) -> Result<PathBuf, String> {
             })?,
         };
         if value.is_empty() || value.contains(['/', '\0']) || value == ".." || value == "." {
-            return Err(format!("[artifacts] root \"{template}\": {{{key}}} = \"{value}\" is not a usable folder name"));
+            return Err(format!(
+                "[artifacts] root \"{template}\": {{{key}}} = \"{value}\" is not a usable folder name"
+            ));
         }
         out.push_str(&value);
         rest = &after[close + 1..];
@@ -138,18 +140,30 @@ pub fn root_for(ctx: &HostContext) -> Result<PathBuf, String> {
 impl Artifacts {
     /// Opens the store on first use: resolves the root, creates it in a live run, and loads an
     /// existing manifest (a policy root may be shared by a release's runs).
-    fn with_store<T>(&self, ctx: &HostContext, f: impl FnOnce(&mut Store) -> HostResult<T>) -> HostResult<T> {
+    fn with_store<T>(
+        &self,
+        ctx: &HostContext,
+        f: impl FnOnce(&mut Store) -> HostResult<T>,
+    ) -> HostResult<T> {
         let mut slot = self.store.borrow_mut();
         if slot.is_none() {
             let root = root_for(ctx).map_err(|why| host_error(format!("artifact store: {why}")))?;
             if !ctx.is_dry_run() {
-                std::fs::create_dir_all(&root)
-                    .map_err(|e| host_error(format!("artifact store: cannot create {}: {e}", root.display())))?;
+                std::fs::create_dir_all(&root).map_err(|e| {
+                    host_error(format!(
+                        "artifact store: cannot create {}: {e}",
+                        root.display()
+                    ))
+                })?;
             }
             let real = std::fs::canonicalize(&root).ok();
             let entries = read_manifest(&root.join(MANIFEST))
                 .map_err(|why| host_error(format!("artifact store: {why}")))?;
-            *slot = Some(Store { root, real, entries });
+            *slot = Some(Store {
+                root,
+                real,
+                entries,
+            });
         }
         f(slot.as_mut().expect("store opened above"))
     }
@@ -162,8 +176,8 @@ fn read_manifest(path: &Path) -> Result<Vec<Entry>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let value: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
     let items = value["artifacts"].as_array().cloned().unwrap_or_default();
     Ok(items
         .iter()
@@ -189,9 +203,15 @@ pub fn clean_name(name: &str) -> Result<String, String> {
         match component {
             Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
             Component::CurDir => {}
-            Component::ParentDir => return Err(format!("artifact name '{name}' contains '..'; names stay inside the store")),
+            Component::ParentDir => {
+                return Err(format!(
+                    "artifact name '{name}' contains '..'; names stay inside the store"
+                ));
+            }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("artifact name '{name}' is absolute; names are relative to the store"));
+                return Err(format!(
+                    "artifact name '{name}' is absolute; names are relative to the store"
+                ));
             }
         }
     }
@@ -217,7 +237,10 @@ fn confine(real_root: &Path, name: &str) -> Result<PathBuf, String> {
             Err(e) => return Err(format!("artifact '{name}': {}: {e}", current.display())),
             Ok(meta) if meta.file_type().is_symlink() => {
                 let real = std::fs::canonicalize(&current).map_err(|_| {
-                    format!("artifact '{name}': {} is a symlink that leads nowhere", current.display())
+                    format!(
+                        "artifact '{name}': {} is a symlink that leads nowhere",
+                        current.display()
+                    )
                 })?;
                 if !real.starts_with(real_root) {
                     return Err(format!(
@@ -272,7 +295,9 @@ fn write_atomic<T>(
     let dir = dest.parent().unwrap_or(Path::new("."));
     let attempt = (|| {
         std::fs::create_dir_all(dir)?;
-        tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir)
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
     })();
     let mut temp = match attempt {
         Ok(temp) => temp,
@@ -316,7 +341,8 @@ impl Store {
             .filter(|e| !e.planned)
             .map(|e| json!({ "name": e.name, "size": e.size, "sha256": e.sha256, "step": e.step, "time": e.time }))
             .collect();
-        let mut text = serde_json::to_vec_pretty(&json!({ "artifacts": items })).unwrap_or_default();
+        let mut text =
+            serde_json::to_vec_pretty(&json!({ "artifacts": items })).unwrap_or_default();
         text.push(b'\n');
         let real = self.real.as_ref().ok_or("the store root does not exist")?;
         let result = write_atomic(&real.join(MANIFEST), |file| Ok(file.write_all(&text)));
@@ -329,7 +355,15 @@ impl Store {
 }
 
 /// Records a stored or planned file: the store entry, the manifest, the journal event.
-fn stored(ctx: &HostContext, store: &mut Store, name: &str, size: u64, sha256: &str, planned: bool, source: Option<&Path>) -> HostResult<()> {
+fn stored(
+    ctx: &HostContext,
+    store: &mut Store,
+    name: &str,
+    size: u64,
+    sha256: &str,
+    planned: bool,
+    source: Option<&Path>,
+) -> HostResult<()> {
     store.record(Entry {
         name: name.to_owned(),
         size,
@@ -339,9 +373,12 @@ fn stored(ctx: &HostContext, store: &mut Store, name: &str, size: u64, sha256: &
         planned,
     });
     if !planned {
-        store
-            .write_manifest()
-            .map_err(|why| host_error(format!("artifact store: cannot write {}: {why}", store.root.join(MANIFEST).display())))?;
+        store.write_manifest().map_err(|why| {
+            host_error(format!(
+                "artifact store: cannot write {}: {why}",
+                store.root.join(MANIFEST).display()
+            ))
+        })?;
     }
     let mut event = json!({
         "name": name,
@@ -362,7 +399,10 @@ fn result_map(name: &str, size: u64, sha256: &str, planned: bool) -> Map {
     map_of([
         ("name", Dynamic::from(name.to_owned())),
         ("sha256", Dynamic::from(sha256.to_owned())),
-        ("size", Dynamic::from(i64::try_from(size).unwrap_or(i64::MAX))),
+        (
+            "size",
+            Dynamic::from(i64::try_from(size).unwrap_or(i64::MAX)),
+        ),
         ("planned", Dynamic::from(planned)),
     ])
 }
@@ -375,7 +415,13 @@ struct SourceFile {
 
 /// Lists the files under `dir` (sorted, recursive). Symlinks are followed only when they stay
 /// inside `dir` and point at a file; the others are returned as skipped, with the reason.
-fn walk(dir: &Path, real_dir: &Path, prefix: &str, files: &mut Vec<SourceFile>, skipped: &mut Vec<String>) -> std::io::Result<()> {
+fn walk(
+    dir: &Path,
+    real_dir: &Path,
+    prefix: &str,
+    files: &mut Vec<SourceFile>,
+    skipped: &mut Vec<String>,
+) -> std::io::Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
     entries.sort_by_key(std::fs::DirEntry::file_name);
     for entry in entries {
@@ -388,11 +434,19 @@ fn walk(dir: &Path, real_dir: &Path, prefix: &str, files: &mut Vec<SourceFile>, 
             files.push(SourceFile { source: path, name });
         } else if kind.is_symlink() {
             match std::fs::canonicalize(&path) {
-                Ok(real) if real.starts_with(real_dir) && real.is_file() => files.push(SourceFile { source: real, name }),
-                Ok(real) if !real.starts_with(real_dir) => {
-                    skipped.push(format!("{} (a symlink out of the directory)", path.display()));
+                Ok(real) if real.starts_with(real_dir) && real.is_file() => {
+                    files.push(SourceFile { source: real, name })
                 }
-                _ => skipped.push(format!("{} (a symlink to a directory or nothing)", path.display())),
+                Ok(real) if !real.starts_with(real_dir) => {
+                    skipped.push(format!(
+                        "{} (a symlink out of the directory)",
+                        path.display()
+                    ));
+                }
+                _ => skipped.push(format!(
+                    "{} (a symlink to a directory or nothing)",
+                    path.display()
+                )),
             }
         } else {
             skipped.push(format!("{} (not a regular file)", path.display()));
@@ -410,7 +464,11 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         None => std::fs::canonicalize(&source)
             .ok()
             .and_then(|real| real.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .ok_or_else(|| host_error(format!("artifact::put: '{path}' has no name; use artifact::put(path, name)")))?,
+            .ok_or_else(|| {
+                host_error(format!(
+                    "artifact::put: '{path}' has no name; use artifact::put(path, name)"
+                ))
+            })?,
     };
     let base = clean_name(&base).map_err(|why| host_error(format!("artifact::put: {why}")))?;
 
@@ -423,7 +481,10 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
             .map_err(|e| host_error(format!("artifact::put: cannot read '{path}': {e}")))?;
         files
     } else {
-        vec![SourceFile { source: source.clone(), name: base.clone() }]
+        vec![SourceFile {
+            source: source.clone(),
+            name: base.clone(),
+        }]
     };
     for skip in &skipped {
         ctx.log("warn", &format!("artifact::put: not stored: {skip}"));
@@ -438,7 +499,11 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         let effect = Effect {
             namespace: "artifact",
             action: "put",
-            target: if meta.is_dir() { format!("{base}/") } else { base.clone() },
+            target: if meta.is_dir() {
+                format!("{base}/")
+            } else {
+                base.clone()
+            },
             detail: json!({ "source": path, "files": files.len() }),
             read_only: false,
             subject: Subject::None,
@@ -447,11 +512,30 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         let outcome = ctx.effect(effect, |_event| {
             for (file, dest) in files.iter().zip(&destinations) {
                 let mut input = File::open(&file.source).map_err(|e| {
-                    host_error(format!("artifact::put: cannot read '{}': {e}", file.source.display()))
+                    host_error(format!(
+                        "artifact::put: cannot read '{}': {e}",
+                        file.source.display()
+                    ))
                 })?;
-                let (size, sha256) = write_atomic(dest, |out| copy_hashed(ctx, &mut input, Some(out)))?
-                    .map_err(|e| host_error(format!("artifact::put: storing '{}' as {}: {e}", file.source.display(), dest.display())))?;
-                stored(ctx, store, &file.name, size, &sha256, false, Some(&file.source))?;
+                let (size, sha256) =
+                    write_atomic(dest, |out| copy_hashed(ctx, &mut input, Some(out)))?.map_err(
+                        |e| {
+                            host_error(format!(
+                                "artifact::put: storing '{}' as {}: {e}",
+                                file.source.display(),
+                                dest.display()
+                            ))
+                        },
+                    )?;
+                stored(
+                    ctx,
+                    store,
+                    &file.name,
+                    size,
+                    &sha256,
+                    false,
+                    Some(&file.source),
+                )?;
                 results.push((file.name.clone(), size, sha256));
             }
             Ok(())
@@ -461,11 +545,26 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
             // The plan still says what would be stored: read the sources, write nothing.
             for file in &files {
                 let mut input = File::open(&file.source).map_err(|e| {
-                    host_error(format!("artifact::put: cannot read '{}': {e}", file.source.display()))
+                    host_error(format!(
+                        "artifact::put: cannot read '{}': {e}",
+                        file.source.display()
+                    ))
                 })?;
-                let (size, sha256) = copy_hashed(ctx, &mut input, None)?
-                    .map_err(|e| host_error(format!("artifact::put: reading '{}': {e}", file.source.display())))?;
-                stored(ctx, store, &file.name, size, &sha256, true, Some(&file.source))?;
+                let (size, sha256) = copy_hashed(ctx, &mut input, None)?.map_err(|e| {
+                    host_error(format!(
+                        "artifact::put: reading '{}': {e}",
+                        file.source.display()
+                    ))
+                })?;
+                stored(
+                    ctx,
+                    store,
+                    &file.name,
+                    size,
+                    &sha256,
+                    true,
+                    Some(&file.source),
+                )?;
                 results.push((file.name.clone(), size, sha256));
             }
         }
@@ -474,11 +573,21 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
             return Ok(result_map(&name, size, &sha256, planned));
         }
         // A directory: its hash is over `sha256  name` lines (what `sha256sum` prints).
-        let listing: String = results.iter().map(|(name, _, sha)| format!("{sha}  {name}\n")).collect();
+        let listing: String = results
+            .iter()
+            .map(|(name, _, sha)| format!("{sha}  {name}\n"))
+            .collect();
         let total = results.iter().map(|(_, size, _)| size).sum();
-        let mut map = result_map(&base, total, &crate::config::sha256_hex(listing.as_bytes()), planned);
-        let files: Array =
-            results.iter().map(|(name, size, sha)| Dynamic::from(result_map(name, *size, sha, planned))).collect();
+        let mut map = result_map(
+            &base,
+            total,
+            &crate::config::sha256_hex(listing.as_bytes()),
+            planned,
+        );
+        let files: Array = results
+            .iter()
+            .map(|(name, size, sha)| Dynamic::from(result_map(name, *size, sha, planned)))
+            .collect();
         map.insert("files".into(), Dynamic::from(files));
         Ok(map)
     })
@@ -501,7 +610,9 @@ fn write(ctx: &HostContext, state: &Artifacts, name: &str, value: &Dynamic) -> H
     let sha256 = crate::config::sha256_hex(&bytes);
     let size = bytes.len() as u64;
     state.with_store(ctx, |store| {
-        let dest = store.destination(&name).map_err(|why| host_error(format!("artifact::write: {why}")))?;
+        let dest = store
+            .destination(&name)
+            .map_err(|why| host_error(format!("artifact::write: {why}")))?;
         let effect = Effect {
             namespace: "artifact",
             action: "write",
@@ -511,8 +622,9 @@ fn write(ctx: &HostContext, state: &Artifacts, name: &str, value: &Dynamic) -> H
             subject: Subject::None,
         };
         let outcome = ctx.effect(effect, |_event| {
-            write_atomic(&dest, |file| Ok(file.write_all(&bytes)))?
-                .map_err(|e| host_error(format!("artifact::write: storing {}: {e}", dest.display())))?;
+            write_atomic(&dest, |file| Ok(file.write_all(&bytes)))?.map_err(|e| {
+                host_error(format!("artifact::write: storing {}: {e}", dest.display()))
+            })?;
             stored(ctx, store, &name, size, &sha256, false, None)
         })?;
         let planned = matches!(outcome, Outcome::Planned);
@@ -530,7 +642,10 @@ fn list(ctx: &HostContext, state: &Artifacts) -> HostResult<Array> {
             .iter()
             .map(|e| {
                 let mut map = result_map(&e.name, e.size, &e.sha256, e.planned);
-                map.insert("step".into(), e.step.clone().map_or(Dynamic::UNIT, Dynamic::from));
+                map.insert(
+                    "step".into(),
+                    e.step.clone().map_or(Dynamic::UNIT, Dynamic::from),
+                );
                 Dynamic::from(map)
             })
             .collect())
@@ -544,7 +659,15 @@ mod tests {
     #[test]
     fn names_are_cleaned_and_hostile_names_refused() {
         assert_eq!(clean_name("a/./b.txt").unwrap(), "a/b.txt");
-        for hostile in ["../x", "/etc/passwd", "a/../../b", "a\0b", "", ".", "manifest.json"] {
+        for hostile in [
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            "a\0b",
+            "",
+            ".",
+            "manifest.json",
+        ] {
             assert!(clean_name(hostile).is_err(), "{hostile:?} accepted");
         }
     }
