@@ -70,18 +70,18 @@ pub fn bundle(journal: &Path, output: &Path) -> Result<String, Error> {
     for entry in &entries {
         clean_name(&entry.name)
             .map_err(|why| Error::host("bundle: the manifest is not trustworthy", why))?;
-        if let Some(root) = &root {
-            if !root.join(&entry.name).is_file() {
-                return Err(Error::host(
-                    "bundle",
-                    format!(
-                        "artifact '{}' is listed in {} but missing; run `glow-run verify {}`",
-                        entry.name,
-                        root.join(MANIFEST).display(),
-                        root.display()
-                    ),
-                ));
-            }
+        if let Some(root) = &root
+            && !root.join(&entry.name).is_file()
+        {
+            return Err(Error::host(
+                "bundle",
+                format!(
+                    "artifact '{}' is listed in {} but missing; run `glow-run verify {}`",
+                    entry.name,
+                    root.join(MANIFEST).display(),
+                    root.display()
+                ),
+            ));
         }
     }
 

@@ -363,11 +363,11 @@ fn writer(path: &Path, journal: Option<&Path>, receiver: &mpsc::Receiver<Message
                     }
                 })
                 .collect();
-            if let Some(conn) = connection.as_mut() {
-                if let Err(e) = write_batch(conn, &events).await {
-                    eprint!("{}", unreadable_warning(path, &e.to_string(), journal));
-                    connection = None;
-                }
+            if let Some(conn) = connection.as_mut()
+                && let Err(e) = write_batch(conn, &events).await
+            {
+                eprint!("{}", unreadable_warning(path, &e.to_string(), journal));
+                connection = None;
             }
             if let Some(ack) = finish {
                 if let Some(conn) = connection.take() {
@@ -391,10 +391,8 @@ fn drain(receiver: &mpsc::Receiver<Message>) {
 }
 
 async fn open(path: &Path, write: bool) -> Result<SqliteConnection, String> {
-    if write {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        }
+    if write && let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }
     let options = SqliteConnectOptions::new()
         .filename(path)

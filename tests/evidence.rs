@@ -365,10 +365,10 @@ fn sigkill_during_a_large_put_leaves_no_partial_file_under_its_name() {
             .flatten()
             .flatten()
             .find(|e| e.file_name().to_string_lossy().starts_with(".glow-tmp-"));
-        if let Some(entry) = found {
-            if entry.metadata().map(|m| m.len()).unwrap_or(0) > 0 {
-                break entry.path();
-            }
+        if let Some(entry) = found
+            && entry.metadata().map(|m| m.len()).unwrap_or(0) > 0
+        {
+            break entry.path();
         }
         assert!(Instant::now() < deadline, "the put never started");
         assert!(

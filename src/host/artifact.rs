@@ -277,10 +277,10 @@ fn copy_hashed(
             Err(e) => return Ok(Err(e)),
         };
         hasher.update(&buffer[..n]);
-        if let Some(out) = out.as_deref_mut() {
-            if let Err(e) = out.write_all(&buffer[..n]) {
-                return Ok(Err(e));
-            }
+        if let Some(out) = out.as_deref_mut()
+            && let Err(e) = out.write_all(&buffer[..n])
+        {
+            return Ok(Err(e));
         }
         size += n as u64;
     }
