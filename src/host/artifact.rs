@@ -33,6 +33,8 @@ use std::rc::Rc;
 
 /// Read/write chunk for copy-and-hash: large enough that syscalls and hashing calls amortise.
 const CHUNK: usize = 1024 * 1024;
+/// Buffers in flight between the copying thread and the hashing thread.
+const POOL: usize = 4;
 /// Temp files in the store start with this (verify and bundle ignore them).
 pub const TEMP_PREFIX: &str = ".glow-tmp-";
 pub const MANIFEST: &str = "manifest.json";
@@ -256,35 +258,65 @@ fn confine(real_root: &Path, name: &str) -> Result<PathBuf, String> {
     Ok(real_root.join(name))
 }
 
-/// Copies `reader` into `out` (when given) and hashes it in the same pass.
+/// Copies `reader` into `out` (when given) and hashes it in the same pass: each chunk is read
+/// once, written by this thread and hashed by a helper thread meanwhile (a small pool of
+/// buffers goes round), so hashing overlaps the write instead of adding to it.
 fn copy_hashed(
     ctx: &HostContext,
-    reader: &mut impl Read,
-    mut out: Option<&mut File>,
+    reader: &mut (impl Read + Send),
+    out: Option<&mut File>,
 ) -> HostResult<Result<(u64, String), std::io::Error>> {
     let token = ctx.current_token();
-    let mut buffer = vec![0u8; CHUNK];
-    let mut hasher = Sha256::new();
-    let mut size = 0u64;
-    loop {
-        if token.is_cancelled() {
-            return Err(ctx.cancelled_error());
-        }
-        let n = match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Ok(Err(e)),
-        };
-        hasher.update(&buffer[..n]);
-        if let Some(out) = out.as_deref_mut()
-            && let Err(e) = out.write_all(&buffer[..n])
-        {
-            return Ok(Err(e));
-        }
-        size += n as u64;
+    let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(POOL);
+    let (give_back, free) = std::sync::mpsc::sync_channel::<Vec<u8>>(POOL);
+    for _ in 0..POOL {
+        let _ = give_back.send(vec![0u8; CHUNK]);
     }
-    Ok(Ok((size, hex::encode(hasher.finalize()))))
+    let mut out = out;
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for (buffer, n) in chunks {
+                hasher.update(&buffer[..n]);
+                let _ = give_back.send(buffer);
+            }
+            hex::encode(hasher.finalize())
+        });
+        let mut size = 0u64;
+        let copied = loop {
+            if token.is_cancelled() {
+                break Err(None);
+            }
+            let Ok(mut buffer) = free.recv() else {
+                break Err(None);
+            };
+            let n = match reader.read(&mut buffer) {
+                Ok(0) => break Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    let _ = to_hasher.send((buffer, 0));
+                    continue;
+                }
+                Err(e) => break Err(Some(e)),
+            };
+            if let Some(out) = out.as_deref_mut()
+                && let Err(e) = out.write_all(&buffer[..n])
+            {
+                break Err(Some(e));
+            }
+            size += n as u64;
+            if to_hasher.send((buffer, n)).is_err() {
+                break Err(None);
+            }
+        };
+        drop(to_hasher);
+        let sha256 = hasher.join().unwrap_or_default();
+        match copied {
+            Ok(()) => Ok(Ok((size, sha256))),
+            Err(Some(e)) => Ok(Err(e)),
+            Err(None) => Err(ctx.cancelled_error()),
+        }
+    })
 }
 
 /// Writes `dest` atomically: a temp file beside it, filled, fsynced, renamed over the name.
