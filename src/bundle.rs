@@ -92,6 +92,8 @@ pub fn bundle(journal: &Path, output: &Path) -> Result<String, Error> {
     let write = || -> std::io::Result<()> {
         let temp = tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
+            // Evidence is meant to be read (umask still applies); tempfile's default is 0600.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(&dir)?;
         let encoder = GzEncoder::new(temp.reopen()?, Compression::default());
         let mut tar = tar::Builder::new(encoder);

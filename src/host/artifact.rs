@@ -329,6 +329,8 @@ fn write_atomic<T>(
         std::fs::create_dir_all(dir)?;
         tempfile::Builder::new()
             .prefix(TEMP_PREFIX)
+            // Evidence is meant to be read (umask still applies); tempfile's default is 0600.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(dir)
     })();
     let mut temp = match attempt {
