@@ -241,6 +241,17 @@ pub fn resume(
     }
     run.vars = vars;
     let script = PathBuf::from(&previous.script);
+    if !script.is_file() {
+        let started_in = previous
+            .cwd
+            .as_deref()
+            .map(|cwd| format!(" (it started in {cwd})"))
+            .unwrap_or_default();
+        return Err(Error::usage(format!(
+            "cannot resume run {run_id}: its script {} is not here; run `glow-run resume` from the directory that run started in{started_in}",
+            previous.script
+        )));
+    }
     let mut settings = RunSettings::load(Some(&script), None, run, global)?;
     if settings.sha256 != previous.sha256 {
         let lines_now = settings.text.lines().count();

@@ -67,6 +67,8 @@ pub struct RunRecord {
     pub trace_id: Option<String>,
     pub resumes: Option<String>,
     pub journal: Option<String>,
+    /// The working directory the run started in (scripts and stores resolve from it).
+    pub cwd: Option<String>,
     pub pid: Option<i64>,
     pub started: String,
     pub ended: Option<String>,
@@ -208,6 +210,7 @@ impl RunRecord {
                 self.trace_id = text(event, "trace_id");
                 self.resumes = text(event, "resumes");
                 self.journal = text(event, "journal");
+                self.cwd = text(event, "cwd");
                 self.started = text(event, "time").unwrap_or_default();
             }
             "step_start" => self.steps.push(StepRecord {
@@ -617,6 +620,7 @@ fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
         trace_id: opt_text(row, "trace_id"),
         resumes: opt_text(row, "resumes"),
         journal: opt_text(row, "journal"),
+        cwd: opt_text(row, "cwd"),
         pid: opt_int(row, "pid"),
         started: opt_text(row, "started").unwrap_or_default(),
         ended: opt_text(row, "ended"),
