@@ -609,6 +609,15 @@ fn runs_and_show_list_what_happened() {
         stderr.contains("unknown run id '20990101T000000000Z-dead'"),
         "{stderr}"
     );
+    for command in [
+        &["resume", "nope"][..],
+        &["bundle", "nope", "-o", "x.tar.gz"][..],
+    ] {
+        let (status, _stdout, stderr) = glow(&dir, command, &[]);
+        assert_eq!(status, 2, "{command:?}: {stderr}");
+        assert!(stderr.contains("unknown run id 'nope'"), "{stderr}");
+    }
+    assert!(!dir.join("x.tar.gz").exists());
 }
 
 #[test]
