@@ -344,3 +344,42 @@ pub fn render(events: &[Value]) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    /// The events other namespaces emit (sql's migration hash, prompt's approval) reach the
+    /// report's Migrations and Approvals sections.
+    #[test]
+    fn migration_hashes_and_approvals_are_reported() {
+        let events = vec![
+            json!({ "seq": 1, "time": "2026-01-01T00:00:00Z", "run": "R1", "kind": "run_start", "step": null,
+                    "script": "release.rhai", "sha256": "ab", "mode": "live", "vars": { "tag": "v1" } }),
+            json!({ "seq": 2, "run": "R1", "kind": "step_start", "step": "migrate", "occurrence": 1, "depth": 0 }),
+            json!({ "seq": 3, "run": "R1", "kind": "effect", "step": "migrate", "namespace": "sql", "action": "migrate",
+                    "target": "supabase/migrations", "read_only": false, "planned": false, "outcome": "ok",
+                    "migration_hash": "feedface" }),
+            json!({ "seq": 4, "run": "R1", "kind": "approval", "step": "migrate", "role": "release_manager",
+                    "approver": "alice@example.com", "time": "2026-01-01T00:00:01Z", "plan_hash": "cafe" }),
+            json!({ "seq": 5, "run": "R1", "kind": "step_end", "step": "migrate", "occurrence": 1, "outcome": "ok", "duration_ms": 5 }),
+            json!({ "seq": 6, "time": "2026-01-01T00:00:02Z", "run": "R1", "kind": "run_end", "step": null,
+                    "outcome": "ok", "exit_code": 0, "duration_ms": 7 }),
+        ];
+        let report = super::render(&events);
+        assert!(
+            report.contains(
+                "- migration hash `feedface` (migrate `supabase/migrations`, step migrate)"
+            ),
+            "{report}"
+        );
+        assert!(
+            report.contains(
+                "| release_manager | alice@example.com | 2026-01-01T00:00:01Z | `cafe` |"
+            ),
+            "{report}"
+        );
+        assert!(report.contains("| migrate | ok | 5ms |"), "{report}");
+        assert!(report.contains("| Vars | `tag=v1` |"), "{report}");
+    }
+}
