@@ -22,12 +22,7 @@ pub struct Arguments {
     pub script: Option<PathBuf>,
 
     /// Run an ad-hoc snippet instead of a script file.
-    #[arg(
-        short = 'e',
-        long = "eval",
-        value_name = "SNIPPET",
-        conflicts_with = "script"
-    )]
+    #[arg(short = 'e', long = "eval", value_name = "SNIPPET", conflicts_with = "script")]
     pub eval: Option<String>,
 
     #[command(flatten)]
@@ -93,23 +88,11 @@ pub struct RunFlags {
 #[command(next_help_heading = "State")]
 pub struct GlobalFlags {
     /// Where journals, the run index and the default artifact store live.
-    #[arg(
-        long,
-        global = true,
-        value_name = "DIR",
-        env = "GLOW_STATE_DIR",
-        default_value = ".glow"
-    )]
+    #[arg(long, global = true, value_name = "DIR", env = "GLOW_STATE_DIR", default_value = ".glow")]
     pub state_dir: PathBuf,
 
     /// A shared PostgreSQL for the run index and the release lock (postgres://...).
-    #[arg(
-        long,
-        global = true,
-        value_name = "URL",
-        env = "GLOW_STATE",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, value_name = "URL", env = "GLOW_STATE", hide_env_values = true)]
     pub state: Option<String>,
 }
 
@@ -157,9 +140,7 @@ pub enum Command {
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => {
-            Ok((key.trim().to_owned(), value.to_owned()))
-        }
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
         _ => Err(format!("expected KEY=VALUE, got '{text}'")),
     }
 }

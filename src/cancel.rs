@@ -15,11 +15,7 @@ pub enum CancelReason {
     /// Ctrl-C / SIGINT / SIGTERM.
     Interrupted,
     /// A step ran past its timeout; `depth` is its place on the step stack.
-    StepTimeout {
-        step: String,
-        depth: usize,
-        after: Duration,
-    },
+    StepTimeout { step: String, depth: usize, after: Duration },
     /// Watch mode saw a change and starts the run again.
     Reload,
 }
@@ -44,11 +40,7 @@ impl Default for Cancel {
 
 impl Cancel {
     pub fn new() -> Self {
-        Self {
-            pending: AtomicBool::new(false),
-            reason: Mutex::new(None),
-            root: CancellationToken::new(),
-        }
+        Self { pending: AtomicBool::new(false), reason: Mutex::new(None), root: CancellationToken::new() }
     }
 
     /// Cancels the whole run.
@@ -62,10 +54,7 @@ impl Cancel {
         let mut current = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         let replace = match (&*current, &reason) {
             (None, _) => true,
-            (
-                Some(CancelReason::StepTimeout { .. }),
-                CancelReason::Interrupted | CancelReason::Reload,
-            ) => true,
+            (Some(CancelReason::StepTimeout { .. }), CancelReason::Interrupted | CancelReason::Reload) => true,
             _ => false,
         };
         if replace {
@@ -81,10 +70,7 @@ impl Cancel {
     }
 
     pub fn reason(&self) -> Option<CancelReason> {
-        self.reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.reason.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A step that handled its own timeout clears it so the run can go on.

@@ -67,21 +67,14 @@ impl RunSettings {
     ) -> Result<Self, Error> {
         let (source_name, script_path, script_dir, text) = match (script, snippet) {
             (_, Some(snippet)) => {
-                let cwd =
-                    std::env::current_dir().map_err(|e| Error::host("current directory", e))?;
+                let cwd = std::env::current_dir().map_err(|e| Error::host("current directory", e))?;
                 (SNIPPET_NAME.to_owned(), None, cwd, snippet.to_owned())
             }
             (Some(path), None) => {
-                let text = std::fs::read_to_string(path).map_err(|io_error| Error::ScriptRead {
-                    path: path.to_owned(),
-                    io_error,
-                })?;
-                let absolute =
-                    std::path::absolute(path).map_err(|e| Error::host("script path", e))?;
-                let dir = absolute
-                    .parent()
-                    .map(Path::to_owned)
-                    .unwrap_or_else(|| PathBuf::from("/"));
+                let text = std::fs::read_to_string(path)
+                    .map_err(|io_error| Error::ScriptRead { path: path.to_owned(), io_error })?;
+                let absolute = std::path::absolute(path).map_err(|e| Error::host("script path", e))?;
+                let dir = absolute.parent().map(Path::to_owned).unwrap_or_else(|| PathBuf::from("/"));
                 (path.display().to_string(), Some(path.to_owned()), dir, text)
             }
             (None, None) => return Err(Error::usage("give a SCRIPT or -e SNIPPET")),
@@ -91,11 +84,7 @@ impl RunSettings {
             Some(path) => read_env_file(path)?,
             None => BTreeMap::new(),
         };
-        let mode = if flags.dry_run || (flags.watch && !flags.live) {
-            Mode::DryRun
-        } else {
-            Mode::Live
-        };
+        let mode = if flags.dry_run || (flags.watch && !flags.live) { Mode::DryRun } else { Mode::Live };
         Ok(Self {
             sha256: sha256_hex(text.as_bytes()),
             source_name,
@@ -116,10 +105,8 @@ impl RunSettings {
     /// Re-reads the script file (watch mode) keeping every other setting.
     pub fn reload_text(&mut self) -> Result<(), Error> {
         if let Some(path) = &self.script_path {
-            self.text = std::fs::read_to_string(path).map_err(|io_error| Error::ScriptRead {
-                path: path.to_owned(),
-                io_error,
-            })?;
+            self.text = std::fs::read_to_string(path)
+                .map_err(|io_error| Error::ScriptRead { path: path.to_owned(), io_error })?;
             self.sha256 = sha256_hex(self.text.as_bytes());
         }
         Ok(())
@@ -127,16 +114,12 @@ impl RunSettings {
 }
 
 pub fn read_env_file(path: &Path) -> Result<BTreeMap<String, String>, Error> {
-    let iter = dotenvy::from_path_iter(path).map_err(|e| Error::Config {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let iter = dotenvy::from_path_iter(path)
+        .map_err(|e| Error::Config { path: path.to_owned(), message: e.to_string() })?;
     let mut vars = BTreeMap::new();
     for item in iter {
-        let (key, value) = item.map_err(|e| Error::Config {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let (key, value) =
+            item.map_err(|e| Error::Config { path: path.to_owned(), message: e.to_string() })?;
         vars.insert(key, value);
     }
     Ok(vars)

@@ -19,25 +19,15 @@ pub enum Error {
     /// Bad command line.
     Usage { message: String },
     /// The script file could not be read.
-    ScriptRead {
-        path: PathBuf,
-        io_error: std::io::Error,
-    },
+    ScriptRead { path: PathBuf, io_error: std::io::Error },
     /// glow.toml or another configuration file is invalid.
     Config { path: PathBuf, message: String },
     /// The script does not compile.
-    Compile {
-        message: String,
-        location: Option<Location>,
-    },
+    Compile { message: String, location: Option<Location> },
     /// `glow-run check` found problems; each finding is already rendered.
     Lint { findings: Vec<String> },
     /// The script failed while it ran: a step, a check, a primitive, an engine limit.
-    Script {
-        message: String,
-        location: Option<Location>,
-        step: Option<String>,
-    },
+    Script { message: String, location: Option<Location>, step: Option<String> },
     /// Ctrl-C (or SIGTERM) stopped the run.
     Interrupted,
     /// Anything the host itself could not do (state directory, journal, ...).
@@ -48,16 +38,11 @@ pub enum Error {
 
 impl Error {
     pub fn usage(message: impl Into<String>) -> Self {
-        Self::Usage {
-            message: message.into(),
-        }
+        Self::Usage { message: message.into() }
     }
 
     pub fn host(context: impl Into<String>, message: impl std::fmt::Display) -> Self {
-        Self::Host {
-            context: context.into(),
-            message: message.to_string(),
-        }
+        Self::Host { context: context.into(), message: message.to_string() }
     }
 
     pub fn code(&self) -> i32 {
@@ -81,18 +66,10 @@ impl Error {
                 let _ = writeln!(out, "hint: run `glow-run --help` for usage");
             }
             Self::ScriptRead { path, io_error } => {
-                let _ = writeln!(
-                    out,
-                    "error: cannot read script {}: {io_error}",
-                    path.display()
-                );
+                let _ = writeln!(out, "error: cannot read script {}: {io_error}", path.display());
             }
             Self::Config { path, message } => {
-                let _ = writeln!(
-                    out,
-                    "error: invalid configuration in {}: {message}",
-                    path.display()
-                );
+                let _ = writeln!(out, "error: invalid configuration in {}: {message}", path.display());
             }
             Self::Compile { message, location } => {
                 let _ = writeln!(out, "error: {message}");
@@ -109,11 +86,7 @@ impl Error {
                 }
                 let _ = writeln!(out, "error: check found {} problem(s)", findings.len());
             }
-            Self::Script {
-                message,
-                location,
-                step,
-            } => {
+            Self::Script { message, location, step } => {
                 let _ = writeln!(out, "error: {message}");
                 if let Some(location) = location {
                     out.push_str(&location.render());
@@ -132,11 +105,7 @@ impl Error {
                 for problem in problems {
                     let _ = writeln!(out, "mismatch: {problem}");
                 }
-                let _ = writeln!(
-                    out,
-                    "error: verification failed: {} problem(s)",
-                    problems.len()
-                );
+                let _ = writeln!(out, "error: verification failed: {} problem(s)", problems.len());
             }
         }
         out

@@ -138,19 +138,13 @@ impl HostContext {
 
     /// The token that cancels the work of the innermost running step (or the whole run).
     pub fn current_token(&self) -> CancellationToken {
-        self.steps
-            .borrow()
-            .last()
-            .map_or_else(|| self.cancel.root.clone(), |frame| frame.token.clone())
+        self.steps.borrow().last().map_or_else(|| self.cancel.root.clone(), |frame| frame.token.clone())
     }
 
     /// The error a host function returns when the run is cancelled: `ErrorTerminated`, which
     /// scripts cannot catch.
     pub fn cancelled_error(&self) -> Box<EvalAltResult> {
-        Box::new(EvalAltResult::ErrorTerminated(
-            Dynamic::from(CancelReason::TOKEN),
-            Position::NONE,
-        ))
+        Box::new(EvalAltResult::ErrorTerminated(Dynamic::from(CancelReason::TOKEN), Position::NONE))
     }
 
     /// Runs a future on the run's runtime, raced against cancellation (Ctrl-C, step timeout,
@@ -172,8 +166,7 @@ impl HostContext {
 
     /// Journals an event attributed to the current step.
     pub fn emit(&self, kind: &str, fields: Value) -> u64 {
-        self.journal
-            .emit(kind, self.current_step().as_deref(), fields)
+        self.journal.emit(kind, self.current_step().as_deref(), fields)
     }
 
     pub fn log(&self, level: &str, message: &str) {
@@ -196,11 +189,7 @@ impl HostContext {
 
     /// The effects so far (planned in a dry run, performed in a live run), in order.
     pub fn effects(&self) -> Vec<PlannedEffect> {
-        self.plan
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .effects
-            .clone()
+        self.plan.lock().unwrap_or_else(|e| e.into_inner()).effects.clone()
     }
 
     /// SHA-256 over the plan so far: what an approval signs off.
@@ -208,15 +197,7 @@ impl HostContext {
         let effects = self.effects();
         let lines: Vec<String> = effects
             .iter()
-            .map(|e| {
-                format!(
-                    "{}\t{}\t{}\t{}",
-                    e.step.as_deref().unwrap_or(""),
-                    e.namespace,
-                    e.action,
-                    e.target
-                )
-            })
+            .map(|e| format!("{}\t{}\t{}\t{}", e.step.as_deref().unwrap_or(""), e.namespace, e.action, e.target))
             .collect();
         crate::config::sha256_hex(lines.join("\n").as_bytes())
     }
@@ -239,8 +220,7 @@ impl HostContext {
             event.insert("planned".into(), json!(false));
             event.insert("outcome".into(), json!("denied"));
             event.insert("error".into(), json!(rule));
-            self.journal
-                .emit("effect", step.as_deref(), Value::Object(event));
+            self.journal.emit("effect", step.as_deref(), Value::Object(event));
             return Err(host_error(rule));
         }
 
@@ -266,35 +246,23 @@ impl HostContext {
         event.insert("planned".into(), json!(planned));
         if planned {
             event.insert("outcome".into(), json!("planned"));
-            self.journal
-                .emit("effect", step.as_deref(), Value::Object(event));
+            self.journal.emit("effect", step.as_deref(), Value::Object(event));
             return Ok(Outcome::Planned);
         }
 
         let started = Instant::now();
         let result = perform(&mut event);
-        event.insert(
-            "duration_ms".into(),
-            json!(started.elapsed().as_millis() as u64),
-        );
+        event.insert("duration_ms".into(), json!(started.elapsed().as_millis() as u64));
         match &result {
             Ok(_) => {
                 event.insert("outcome".into(), json!("ok"));
             }
             Err(error) => {
-                event.insert(
-                    "outcome".into(),
-                    json!(if is_cancellation(error) {
-                        "cancelled"
-                    } else {
-                        "failed"
-                    }),
-                );
+                event.insert("outcome".into(), json!(if is_cancellation(error) { "cancelled" } else { "failed" }));
                 event.insert("error".into(), json!(error_text(error)));
             }
         }
-        self.journal
-            .emit("effect", step.as_deref(), Value::Object(event));
+        self.journal.emit("effect", step.as_deref(), Value::Object(event));
         result.map(Outcome::Done)
     }
 }
@@ -308,8 +276,9 @@ pub fn is_cancellation(error: &EvalAltResult) -> bool {
 pub fn error_text(error: &EvalAltResult) -> String {
     match error {
         EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-        EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
-        | EvalAltResult::ErrorInModule(_, inner, _) => error_text(inner),
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) | EvalAltResult::ErrorInModule(_, inner, _) => {
+            error_text(inner)
+        }
         other => {
             let mut text = other.to_string();
             if let Some(at) = text.rfind(" (line ") {
@@ -345,10 +314,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
 
 /// Builds a Rhai map from pairs.
 pub fn map_of<const N: usize>(pairs: [(&str, Dynamic); N]) -> rhai::Map {
-    pairs
-        .into_iter()
-        .map(|(key, value)| (key.into(), value))
-        .collect()
+    pairs.into_iter().map(|(key, value)| (key.into(), value)).collect()
 }
 
 /// Adds a documented function to a namespace module. The doc text becomes `///` comments in
@@ -363,10 +329,7 @@ pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>
     R: std::any::Any + Clone,
     FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + 'static,
 {
-    let comments: Vec<String> = docs
-        .lines()
-        .map(|line| format!("/// {line}").trim_end().to_owned())
-        .collect();
+    let comments: Vec<String> = docs.lines().map(|line| format!("/// {line}").trim_end().to_owned()).collect();
     rhai::FuncRegistration::new(name)
         .in_internal_namespace()
         .with_volatility(true)

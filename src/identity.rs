@@ -19,32 +19,20 @@ pub fn os_user() -> String {
     std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::getuid())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
+        .or_else(|| nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map(|u| u.name))
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn from_env(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    std::env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 /// The identity that started the run.
 pub fn initiator() -> String {
-    from_env("GLOW_INITIATOR")
-        .or_else(git_email)
-        .unwrap_or_else(os_user)
+    from_env("GLOW_INITIATOR").or_else(git_email).unwrap_or_else(os_user)
 }
 
 /// The identity an approval answered with `true` stands for.
 pub fn approver() -> String {
-    from_env("GLOW_APPROVER")
-        .or_else(git_email)
-        .unwrap_or_else(os_user)
+    from_env("GLOW_APPROVER").or_else(git_email).unwrap_or_else(os_user)
 }

@@ -44,10 +44,7 @@ impl Journal {
     pub fn attach_file(&self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("journal.jsonl");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).file = Some(file);
         let _ = self.path.set(path.clone());
         Ok(path)
@@ -59,20 +56,13 @@ impl Journal {
             run_id: run_id.to_owned(),
             path: std::sync::OnceLock::new(),
             redactor,
-            inner: Mutex::new(Inner {
-                file: None,
-                seq: 0,
-                write_error: None,
-            }),
+            inner: Mutex::new(Inner { file: None, seq: 0, write_error: None }),
             sinks: Mutex::new(Vec::new()),
         }
     }
 
     pub fn add_sink(&self, sink: Arc<dyn Sink>) {
-        self.sinks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(sink);
+        self.sinks.lock().unwrap_or_else(|e| e.into_inner()).push(sink);
     }
 
     pub fn path(&self) -> Option<&Path> {
@@ -94,11 +84,7 @@ impl Journal {
 
     /// The first error writing the journal file, if any (reported at the end of the run).
     pub fn write_error(&self) -> Option<String> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .write_error
-            .clone()
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).write_error.clone()
     }
 
     /// Appends one event. `fields` must be a JSON object; its keys follow the common ones.
@@ -148,8 +134,5 @@ impl Journal {
 /// Reads a journal file, skipping a torn last line (a run killed mid-write).
 pub fn read_events(path: &Path) -> std::io::Result<Vec<Value>> {
     let text = std::fs::read_to_string(path)?;
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect())
+    Ok(text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
 }

@@ -17,15 +17,10 @@ use std::sync::Arc;
 pub fn namespace_functions(engine: &rhai::Engine) -> BTreeMap<String, BTreeSet<String>> {
     let mut namespaces: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for signature in engine.gen_fn_signatures(false) {
-        let Some((path, _)) = signature.split_once('(') else {
-            continue;
-        };
+        let Some((path, _)) = signature.split_once('(') else { continue };
         let path = path.trim_start_matches("fn ").trim();
         if let Some((namespace, name)) = path.rsplit_once("::") {
-            namespaces
-                .entry(namespace.to_owned())
-                .or_default()
-                .insert(name.to_owned());
+            namespaces.entry(namespace.to_owned()).or_default().insert(name.to_owned());
         }
     }
     namespaces
@@ -38,11 +33,7 @@ pub fn check(scripts: &[PathBuf], stdlib: Option<PathBuf>) -> Result<i32, Error>
         .map_err(|e| Error::host("starting the runtime", e))?;
     let mut findings = Vec::new();
     for script in scripts {
-        let flags = crate::arguments::RunFlags {
-            dry_run: true,
-            stdlib: stdlib.clone(),
-            ..Default::default()
-        };
+        let flags = crate::arguments::RunFlags { dry_run: true, stdlib: stdlib.clone(), ..Default::default() };
         let mut settings = match RunSettings::load(Some(script), None, flags, &Default::default()) {
             Ok(settings) => settings,
             Err(error) => {
@@ -60,23 +51,14 @@ pub fn check(scripts: &[PathBuf], stdlib: Option<PathBuf>) -> Result<i32, Error>
             "check",
         );
         let sources: SharedSources = Rc::new(RefCell::new(Sources::default()));
-        sources
-            .borrow_mut()
-            .texts
-            .insert(settings.source_name.clone(), settings.text.clone());
+        sources.borrow_mut().texts.insert(settings.source_name.clone(), settings.text.clone());
         let engine = crate::engine::build(&ctx, sources.clone());
-        if let Err(error) = engine.compile_into_self_contained(&rhai::Scope::new(), &settings.text)
-        {
-            findings
-                .push(crate::run::compile_error(&error, &settings.source_name, &sources).render());
+        if let Err(error) = engine.compile_into_self_contained(&rhai::Scope::new(), &settings.text) {
+            findings.push(crate::run::compile_error(&error, &settings.source_name, &sources).render());
             continue;
         }
         let namespaces = namespace_functions(&engine);
-        findings.extend(lint_source(
-            &settings.source_name,
-            &settings.text,
-            &namespaces,
-        ));
+        findings.extend(lint_source(&settings.source_name, &settings.text, &namespaces));
     }
     if findings.is_empty() {
         eprintln!("check: {} script(s) ok", scripts.len());
@@ -122,10 +104,7 @@ pub fn tokenize(text: &str) -> Vec<Spanned> {
             advance(&mut i, &mut line, &mut column, c);
         } else if c == '/' && chars.get(i + 1) == Some(&'/') {
             while i < chars.len() && chars[i] != '\n' {
-                {
-                    let ch = chars[i];
-                    advance(&mut i, &mut line, &mut column, ch);
-                }
+                { let ch = chars[i]; advance(&mut i, &mut line, &mut column, ch); }
             }
         } else if c == '/' && chars.get(i + 1) == Some(&'*') {
             let mut depth = 0usize;
@@ -142,10 +121,7 @@ pub fn tokenize(text: &str) -> Vec<Spanned> {
                     }
                     continue;
                 }
-                {
-                    let ch = chars[i];
-                    advance(&mut i, &mut line, &mut column, ch);
-                }
+                { let ch = chars[i]; advance(&mut i, &mut line, &mut column, ch); }
             }
         } else if c == '"' || c == '`' || c == '\'' {
             let quote = c;
@@ -156,64 +132,35 @@ pub fn tokenize(text: &str) -> Vec<Spanned> {
                     advance(&mut i, &mut line, &mut column, '\\');
                     if i < chars.len() {
                         value.push(chars[i]);
-                        {
-                            let ch = chars[i];
-                            advance(&mut i, &mut line, &mut column, ch);
-                        }
+                        { let ch = chars[i]; advance(&mut i, &mut line, &mut column, ch); }
                     }
                     continue;
                 }
                 value.push(chars[i]);
-                {
-                    let ch = chars[i];
-                    advance(&mut i, &mut line, &mut column, ch);
-                }
+                { let ch = chars[i]; advance(&mut i, &mut line, &mut column, ch); }
             }
             if i < chars.len() {
                 advance(&mut i, &mut line, &mut column, quote);
             }
-            tokens.push(Spanned {
-                token: Token::Str(value),
-                line: start_line,
-                column: start_column,
-            });
+            tokens.push(Spanned { token: Token::Str(value), line: start_line, column: start_column });
         } else if c.is_alphanumeric() || c == '_' {
             let mut word = String::new();
             while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
                 word.push(chars[i]);
-                {
-                    let ch = chars[i];
-                    advance(&mut i, &mut line, &mut column, ch);
-                }
+                { let ch = chars[i]; advance(&mut i, &mut line, &mut column, ch); }
             }
-            tokens.push(Spanned {
-                token: Token::Ident(word),
-                line: start_line,
-                column: start_column,
-            });
+            tokens.push(Spanned { token: Token::Ident(word), line: start_line, column: start_column });
         } else if c == ':' && chars.get(i + 1) == Some(&':') {
             advance(&mut i, &mut line, &mut column, ':');
             advance(&mut i, &mut line, &mut column, ':');
-            tokens.push(Spanned {
-                token: Token::Punct("::".into()),
-                line: start_line,
-                column: start_column,
-            });
+            tokens.push(Spanned { token: Token::Punct("::".into()), line: start_line, column: start_column });
         } else if c == '|' && chars.get(i + 1) == Some(&'|') {
             advance(&mut i, &mut line, &mut column, '|');
             advance(&mut i, &mut line, &mut column, '|');
-            tokens.push(Spanned {
-                token: Token::Punct("||".into()),
-                line: start_line,
-                column: start_column,
-            });
+            tokens.push(Spanned { token: Token::Punct("||".into()), line: start_line, column: start_column });
         } else {
             advance(&mut i, &mut line, &mut column, c);
-            tokens.push(Spanned {
-                token: Token::Punct(c.to_string()),
-                line: start_line,
-                column: start_column,
-            });
+            tokens.push(Spanned { token: Token::Punct(c.to_string()), line: start_line, column: start_column });
         }
     }
     tokens
@@ -240,11 +187,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
         let mut current = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
             let cost = usize::from(ca != *cb);
-            current.push(
-                (previous[j] + cost)
-                    .min(previous[j + 1] + 1)
-                    .min(current[j] + 1),
-            );
+            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
         }
         previous = current;
     }
@@ -252,11 +195,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The lints over one source text.
-pub fn lint_source(
-    file: &str,
-    text: &str,
-    namespaces: &BTreeMap<String, BTreeSet<String>>,
-) -> Vec<String> {
+pub fn lint_source(file: &str, text: &str, namespaces: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     let tokens = tokenize(text);
     let mut findings = Vec::new();
     let mut step_names: HashMap<String, (usize, usize)> = HashMap::new();
@@ -264,9 +203,7 @@ pub fn lint_source(
         let next = |offset: usize| tokens.get(index + offset).map(|t| &t.token);
         if let Token::Ident(namespace) = &spanned.token {
             if next(1) == Some(&Token::Punct("::".into())) {
-                if let (Some(Token::Ident(name)), Some(functions)) =
-                    (next(2), namespaces.get(namespace))
-                {
+                if let (Some(Token::Ident(name)), Some(functions)) = (next(2), namespaces.get(namespace)) {
                     if !functions.contains(name) {
                         let hint = suggest(name, functions.iter())
                             .map(|s| format!("; did you mean {namespace}::{s}?"))

@@ -8,10 +8,7 @@ pub type HostResult<T> = Result<T, Box<EvalAltResult>>;
 
 /// Builds the error a host function throws. Rhai adds the call site's position.
 pub fn host_error(message: impl Into<String>) -> Box<EvalAltResult> {
-    Box::new(EvalAltResult::ErrorRuntime(
-        Dynamic::from(message.into()),
-        rhai::Position::NONE,
-    ))
+    Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(message.into()), rhai::Position::NONE))
 }
 
 pub struct Options {
@@ -26,10 +23,7 @@ impl Options {
     }
 
     pub fn empty(what: &'static str) -> Self {
-        Self {
-            what,
-            map: Map::new(),
-        }
+        Self { what, map: Map::new() }
     }
 
     fn take(&mut self, key: &str) -> Option<Dynamic> {
@@ -47,10 +41,7 @@ impl Options {
     pub fn bool(&mut self, key: &str) -> HostResult<Option<bool>> {
         match self.take(key) {
             None => Ok(None),
-            Some(value) => value
-                .as_bool()
-                .map(Some)
-                .map_err(|_| self.type_error(key, "a bool", &value)),
+            Some(value) => value.as_bool().map(Some).map_err(|_| self.type_error(key, "a bool", &value)),
         }
     }
 
@@ -65,10 +56,7 @@ impl Options {
     pub fn int(&mut self, key: &str) -> HostResult<Option<i64>> {
         match self.take(key) {
             None => Ok(None),
-            Some(value) => value
-                .as_int()
-                .map(Some)
-                .map_err(|_| self.type_error(key, "an integer", &value)),
+            Some(value) => value.as_int().map(Some).map_err(|_| self.type_error(key, "an integer", &value)),
         }
     }
 
@@ -107,7 +95,10 @@ impl Options {
     pub fn finish(self) -> HostResult<()> {
         match self.map.keys().next() {
             None => Ok(()),
-            Some(key) => Err(host_error(format!("{}: unknown option '{key}'", self.what))),
+            Some(key) => Err(host_error(format!(
+                "{}: unknown option '{key}'",
+                self.what
+            ))),
         }
     }
 }
@@ -125,14 +116,10 @@ pub fn parse_duration_value(value: &Dynamic) -> Result<Duration, String> {
     if value.is_string() {
         return parse_duration(&value.to_string());
     }
-    Err(format!(
-        "expected a duration like \"90s\", got {}",
-        value.type_name()
-    ))
+    Err(format!("expected a duration like \"90s\", got {}", value.type_name()))
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("invalid duration \"{text}\" ({e}); use forms like \"90s\", \"10m\", \"1h\"")
-    })
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration \"{text}\" ({e}); use forms like \"90s\", \"10m\", \"1h\""))
 }

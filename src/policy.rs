@@ -42,10 +42,7 @@ pub struct ExecPolicy {
 
 impl Default for ExecPolicy {
     fn default() -> Self {
-        Self {
-            allow: None,
-            shell: true,
-        }
+        Self { allow: None, shell: true }
     }
 }
 
@@ -90,10 +87,7 @@ pub struct Limits {
     pub max_operations: u64,
     #[serde(default = "Limits::default_memory", with = "byte_size")]
     pub memory: u64,
-    #[serde(
-        default = "Limits::default_step_timeout",
-        with = "humantime_serde_compat"
-    )]
+    #[serde(default = "Limits::default_step_timeout", with = "humantime_serde_compat")]
     pub step_timeout: Duration,
     #[serde(default = "Limits::default_call_levels")]
     pub call_levels: usize,
@@ -209,10 +203,7 @@ impl Policy {
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text, &path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(Error::Config {
-                path,
-                message: e.to_string(),
-            }),
+            Err(e) => Err(Error::Config { path, message: e.to_string() }),
         }
     }
 
@@ -236,17 +227,9 @@ impl Policy {
     pub fn check(&self, subject: &Subject<'_>) -> Result<(), String> {
         match subject {
             Subject::Program(program) => {
-                let Some(allow) = &self.exec.allow else {
-                    return Ok(());
-                };
-                let name = Path::new(program)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or(program);
-                if allow
-                    .iter()
-                    .any(|allowed| allowed == program || allowed == name)
-                {
+                let Some(allow) = &self.exec.allow else { return Ok(()) };
+                let name = Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or(program);
+                if allow.iter().any(|allowed| allowed == program || allowed == name) {
                     Ok(())
                 } else {
                     Err(format!(
@@ -260,21 +243,13 @@ impl Policy {
                 if self.exec.shell {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "policy refuses exec::sh: [exec] shell = false ({})",
-                        self.file_label()
-                    ))
+                    Err(format!("policy refuses exec::sh: [exec] shell = false ({})", self.file_label()))
                 }
             }
             Subject::Host(host) => {
-                let Some(allow) = &self.http.allow_hosts else {
-                    return Ok(());
-                };
+                let Some(allow) = &self.http.allow_hosts else { return Ok(()) };
                 let host = host.trim_start_matches('[').trim_end_matches(']');
-                if allow
-                    .iter()
-                    .any(|allowed| allowed.eq_ignore_ascii_case(host))
-                {
+                if allow.iter().any(|allowed| allowed.eq_ignore_ascii_case(host)) {
                     Ok(())
                 } else {
                     Err(format!(
@@ -288,10 +263,7 @@ impl Policy {
                 if self.sql.allow_writes {
                     Ok(())
                 } else {
-                    Err(format!(
-                        "policy refuses SQL writes: [sql] allow_writes = false ({})",
-                        self.file_label()
-                    ))
+                    Err(format!("policy refuses SQL writes: [sql] allow_writes = false ({})", self.file_label()))
                 }
             }
             Subject::None => Ok(()),
@@ -311,11 +283,8 @@ mod tests {
 
     #[test]
     fn limits_accept_human_sizes() {
-        let policy = Policy::parse(
-            "[limits]\nmemory = \"64MiB\"\nstep_timeout = \"5m\"\n",
-            Path::new("g"),
-        )
-        .unwrap();
+        let policy =
+            Policy::parse("[limits]\nmemory = \"64MiB\"\nstep_timeout = \"5m\"\n", Path::new("g")).unwrap();
         assert_eq!(policy.limits.memory, 64 * 1024 * 1024);
         assert_eq!(policy.limits.step_timeout, Duration::from_secs(300));
     }

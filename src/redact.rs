@@ -46,10 +46,7 @@ impl Redactor {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.forms
-            .read()
-            .map(|forms| forms.is_empty())
-            .unwrap_or(true)
+        self.forms.read().map(|forms| forms.is_empty()).unwrap_or(true)
     }
 
     /// Replaces every registered form in `text` with `[redacted]`.
@@ -111,7 +108,8 @@ fn encoded_forms(secret: &[u8]) -> Vec<String> {
             }
         }
     }
-    let percent = percent_encoding::utf8_percent_encode_bytes(secret).to_string();
+    let percent =
+        percent_encoding::utf8_percent_encode_bytes(secret).to_string();
     forms.push(percent.clone());
     forms.push(percent.to_lowercase_escapes());
     forms.push(percent.replace("%20", "+"));
@@ -145,11 +143,8 @@ mod percent_encoding {
     pub use ::percent_encoding::*;
 
     /// Everything but unreserved characters (RFC 3986) is escaped, as URL encoders do.
-    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
+    const COMPONENT: &AsciiSet =
+        &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
     pub fn utf8_percent_encode_bytes(bytes: &[u8]) -> PercentEncode<'_> {
         percent_encode(bytes, COMPONENT)

@@ -27,11 +27,7 @@ struct Paint {
 
 impl Paint {
     fn wrap(&self, code: &str, text: &str) -> String {
-        if self.on {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_owned()
-        }
+        if self.on { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
     }
     fn green(&self, t: &str) -> String {
         self.wrap("32", t)
@@ -56,11 +52,7 @@ pub fn stderr_color() -> bool {
 
 impl Reporter {
     pub fn new(format: Format) -> Self {
-        Self {
-            format,
-            color: stderr_color(),
-            depth: Mutex::new(0),
-        }
+        Self { format, color: stderr_color(), depth: Mutex::new(0) }
     }
 
     fn paint(&self) -> Paint {
@@ -82,11 +74,7 @@ impl Reporter {
             ))),
             "step_start" => {
                 *depth += 1;
-                Some(format!(
-                    "{indent}{} {}",
-                    paint.bold("▶"),
-                    step.unwrap_or("")
-                ))
+                Some(format!("{indent}{} {}", paint.bold("▶"), step.unwrap_or("")))
             }
             "step_end" => {
                 *depth = depth.saturating_sub(1);
@@ -94,27 +82,16 @@ impl Reporter {
                 let name = step.unwrap_or("");
                 let took = format_ms(event["duration_ms"].as_u64().unwrap_or(0));
                 match event["outcome"].as_str().unwrap_or("") {
-                    "ok" => Some(format!(
-                        "{indent}{} {name} {}",
-                        paint.green("✓"),
-                        paint.dim(&format!("({took})"))
-                    )),
+                    "ok" => Some(format!("{indent}{} {name} {}", paint.green("✓"), paint.dim(&format!("({took})")))),
                     "skipped" => Some(format!(
                         "{indent}{} {name} {}",
                         paint.dim("↷"),
-                        paint.dim(&format!(
-                            "(skipped: {})",
-                            event["reason"].as_str().unwrap_or("")
-                        ))
+                        paint.dim(&format!("(skipped: {})", event["reason"].as_str().unwrap_or("")))
                     )),
                     outcome => {
                         let error = event["error"].as_str().unwrap_or(outcome);
                         let first = error.lines().next().unwrap_or("");
-                        Some(format!(
-                            "{indent}{} {name} ({took}): {}",
-                            paint.red("✗"),
-                            paint.red(first)
-                        ))
+                        Some(format!("{indent}{} {name} ({took}): {}", paint.red("✗"), paint.red(first)))
                     }
                 }
             }
@@ -147,10 +124,7 @@ impl Reporter {
                 if event["quiet"].as_bool() == Some(true) {
                     None
                 } else {
-                    Some(format!(
-                        "{indent}{} {text}",
-                        paint.dim(&format!("[{}]", step.unwrap_or("-")))
-                    ))
+                    Some(format!("{indent}{} {text}", paint.dim(&format!("[{}]", step.unwrap_or("-")))))
                 }
             }
             "log" => {
@@ -165,32 +139,18 @@ impl Reporter {
             }
             "artifact" => Some(format!(
                 "{indent}{} {} {}",
-                if event["planned"].as_bool() == Some(true) {
-                    "○ planned artifact:"
-                } else {
-                    "⤓ artifact"
-                },
+                if event["planned"].as_bool() == Some(true) { "○ planned artifact:" } else { "⤓ artifact" },
                 event["name"].as_str().unwrap_or(""),
                 paint.dim(&format!(
                     "({} bytes, sha256 {})",
                     event["size"].as_u64().unwrap_or(0),
-                    event["sha256"]
-                        .as_str()
-                        .unwrap_or("")
-                        .get(..12)
-                        .unwrap_or("")
+                    event["sha256"].as_str().unwrap_or("").get(..12).unwrap_or("")
                 ))
             )),
             "prompt" => Some(format!(
                 "{indent}? {} {}",
                 event["id"].as_str().unwrap_or(""),
-                paint.dim(&format!(
-                    "-> {}",
-                    event["answer"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| event["answer"].to_string())
-                ))
+                paint.dim(&format!("-> {}", event["answer"].as_str().map(str::to_owned).unwrap_or_else(|| event["answer"].to_string())))
             )),
             "approval" => Some(format!(
                 "{indent}✍ approval {} by {}",
@@ -208,11 +168,7 @@ impl Reporter {
 }
 
 pub fn format_ms(ms: u64) -> String {
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    }
+    if ms < 1000 { format!("{ms}ms") } else { format!("{:.1}s", ms as f64 / 1000.0) }
 }
 
 impl Sink for Reporter {

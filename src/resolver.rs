@@ -36,19 +36,11 @@ pub struct Resolver {
 
 impl Resolver {
     pub fn new(root: PathBuf, stdlib_override: Option<PathBuf>, sources: SharedSources) -> Self {
-        Self {
-            root: normalize(&root),
-            stdlib_override,
-            sources,
-            cache: RefCell::default(),
-        }
+        Self { root: normalize(&root), stdlib_override, sources, cache: RefCell::default() }
     }
 
     fn refuse(path: &str, why: String, pos: Position) -> Box<EvalAltResult> {
-        Box::new(EvalAltResult::ErrorRuntime(
-            format!("import \"{path}\" refused: {why}").into(),
-            pos,
-        ))
+        Box::new(EvalAltResult::ErrorRuntime(format!("import \"{path}\" refused: {why}").into(), pos))
     }
 
     /// Finds the text of a module: (source name, text, file on disk if any).
@@ -58,35 +50,19 @@ impl Resolver {
         path: &str,
         pos: Position,
     ) -> Result<(String, String, Option<PathBuf>), Box<EvalAltResult>> {
-        let with_ext = if path.ends_with(".rhai") {
-            path.to_owned()
-        } else {
-            format!("{path}.rhai")
-        };
+        let with_ext = if path.ends_with(".rhai") { path.to_owned() } else { format!("{path}.rhai") };
         if Path::new(path).is_absolute() {
-            return Err(Self::refuse(
-                path,
-                "absolute paths are not allowed; import relative to the script".into(),
-                pos,
-            ));
+            return Err(Self::refuse(path, "absolute paths are not allowed; import relative to the script".into(), pos));
         }
         if path.starts_with("glow/") {
             if with_ext.split('/').any(|part| part == "..") {
-                return Err(Self::refuse(
-                    path,
-                    "'..' is not allowed in a stdlib path".into(),
-                    pos,
-                ));
+                return Err(Self::refuse(path, "'..' is not allowed in a stdlib path".into(), pos));
             }
             let name = format!("{STDLIB_PREFIX}{with_ext}");
             if let Some(dir) = &self.stdlib_override {
                 let file = dir.join(&with_ext);
                 let text = std::fs::read_to_string(&file).map_err(|e| {
-                    Self::refuse(
-                        path,
-                        format!("cannot read {} (--stdlib): {e}", file.display()),
-                        pos,
-                    )
+                    Self::refuse(path, format!("cannot read {} (--stdlib): {e}", file.display()), pos)
                 })?;
                 return Ok((file.display().to_string(), text, Some(file)));
             }
@@ -105,20 +81,13 @@ impl Resolver {
         if !wanted.starts_with(&self.root) {
             return Err(Self::refuse(
                 path,
-                format!(
-                    "it resolves outside the script's directory ({})",
-                    self.root.display()
-                ),
+                format!("it resolves outside the script's directory ({})", self.root.display()),
                 pos,
             ));
         }
         if let (Ok(real), Ok(real_root)) = (wanted.canonicalize(), self.root.canonicalize()) {
             if !real.starts_with(&real_root) {
-                return Err(Self::refuse(
-                    path,
-                    "a symlink leads outside the script's directory".into(),
-                    pos,
-                ));
+                return Err(Self::refuse(path, "a symlink leads outside the script's directory".into(), pos));
             }
         }
         let text = std::fs::read_to_string(&wanted).map_err(|e| {
@@ -179,13 +148,9 @@ impl ModuleResolver for Resolver {
                 }
             }
         }
-        let mut ast = engine.compile(&text).map_err(|e| {
-            Box::new(EvalAltResult::ErrorInModule(
-                name.clone(),
-                Box::new(e.into()),
-                pos,
-            ))
-        })?;
+        let mut ast = engine
+            .compile(&text)
+            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(name.clone(), Box::new(e.into()), pos)))?;
         ast.set_source(name.as_str());
         let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(|e| Box::new(EvalAltResult::ErrorInModule(name.clone(), e, pos)))?;

@@ -33,11 +33,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let arguments = match Arguments::try_parse_from(args) {
         Ok(arguments) => arguments,
         Err(error) => {
-            let code = if error.use_stderr() {
-                crate::error::EXIT_USAGE
-            } else {
-                EXIT_OK
-            };
+            let code = if error.use_stderr() { crate::error::EXIT_USAGE } else { EXIT_OK };
             let _ = error.print();
             return code;
         }
@@ -70,9 +66,7 @@ fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error
         Some(Command::Resume { run_id, force, run }) => {
             crate::commands::resume(&arguments.global, &run_id, force, run, redactor)
         }
-        Some(Command::Bundle { run_id, output }) => {
-            crate::commands::bundle(&arguments.global, &run_id, &output)
-        }
+        Some(Command::Bundle { run_id, output }) => crate::commands::bundle(&arguments.global, &run_id, &output),
         Some(Command::Verify { path }) => crate::commands::verify(&path),
         Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
         None => {
@@ -102,16 +96,12 @@ pub fn new_runtime() -> Result<tokio::runtime::Runtime, Error> {
 }
 
 /// Cancels the run on Ctrl-C or SIGTERM; a second Ctrl-C exits at once.
-pub fn watch_signals(
-    runtime: &tokio::runtime::Runtime,
-    cancel: Arc<Cancel>,
-) -> tokio::task::JoinHandle<()> {
+pub fn watch_signals(runtime: &tokio::runtime::Runtime, cancel: Arc<Cancel>) -> tokio::task::JoinHandle<()> {
     runtime.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut interrupt), Ok(mut terminate)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
+        let (Ok(mut interrupt), Ok(mut terminate)) =
+            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
             return;
         };
         tokio::select! {
@@ -133,13 +123,7 @@ pub fn execute(settings: RunSettings, redactor: &Arc<Redactor>) -> Result<i32, E
     let runtime = new_runtime()?;
     let cancel = Arc::new(Cancel::new());
     let signals = watch_signals(&runtime, cancel.clone());
-    let code = execute_with(
-        Arc::new(settings),
-        redactor.clone(),
-        cancel,
-        runtime.handle().clone(),
-        None,
-    );
+    let code = execute_with(Arc::new(settings), redactor.clone(), cancel, runtime.handle().clone(), None);
     signals.abort();
     // Do not wait for blocking tasks (a stuck DNS lookup, say): the run is over.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
@@ -168,17 +152,11 @@ pub fn execute_with(
         .stack_size(ENGINE_STACK)
         .spawn(move || run_on_engine_thread(settings, redactor, cancel, runtime, finished))
         .map_err(|e| Error::host("starting the engine thread", e))?;
-    thread
-        .join()
-        .unwrap_or_else(|_| Err(Error::host("engine thread", "panicked")))
+    thread.join().unwrap_or_else(|_| Err(Error::host("engine thread", "panicked")))
 }
 
 fn new_run_id() -> String {
-    format!(
-        "{}-{:04x}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"),
-        rand::random::<u16>()
-    )
+    format!("{}-{:04x}", chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"), rand::random::<u16>())
 }
 
 fn run_on_engine_thread(
@@ -189,20 +167,11 @@ fn run_on_engine_thread(
     finished: Option<Arc<Mutex<Finished>>>,
 ) -> Result<i32, Error> {
     let run_id = new_run_id();
-    let ctx = HostContext::new(
-        settings.clone(),
-        redactor.clone(),
-        cancel.clone(),
-        runtime,
-        &run_id,
-    );
+    let ctx = HostContext::new(settings.clone(), redactor.clone(), cancel.clone(), runtime, &run_id);
     let journal = ctx.journal.clone();
     journal.add_sink(Arc::new(Reporter::new(settings.flags.format)));
     let sources: SharedSources = Rc::new(RefCell::new(Sources::default()));
-    sources
-        .borrow_mut()
-        .texts
-        .insert(settings.source_name.clone(), settings.text.clone());
+    sources.borrow_mut().texts.insert(settings.source_name.clone(), settings.text.clone());
     let engine = engine::build(&ctx, sources.clone());
 
     let report_files = |sources: &SharedSources| {
@@ -251,10 +220,7 @@ fn run_on_engine_thread(
     let outcome = match result {
         Ok(value) => {
             if settings.script_path.is_none() && !value.is_unit() {
-                ctx.emit(
-                    "output",
-                    json!({ "stream": "script", "line": show_value(&value) }),
-                );
+                ctx.emit("output", json!({ "stream": "script", "line": show_value(&value) }));
             }
             Ok(())
         }
@@ -271,11 +237,7 @@ fn run_on_engine_thread(
         let plan = ctx.plan.lock().unwrap_or_else(|e| e.into_inner());
         (plan.effects.clone(), plan.needs.clone())
     };
-    journal.emit(
-        "plan",
-        None,
-        json!({ "mode": settings.mode.as_str(), "effects": plan.0, "needs": plan.1 }),
-    );
+    journal.emit("plan", None, json!({ "mode": settings.mode.as_str(), "effects": plan.0, "needs": plan.1 }));
 
     let exit_code = outcome.as_ref().map_or_else(Error::code, |()| EXIT_OK);
     let outcome_name = match &outcome {
@@ -301,21 +263,9 @@ fn run_on_engine_thread(
         ctx.log("warn", &format!("could not write the run report: {why}"));
     }
 
-    print_summary(
-        &ctx,
-        &settings,
-        &plan.0,
-        &plan.1,
-        error_message.as_deref(),
-        outcome_name,
-        duration_ms,
-        &journal_file,
-    );
+    print_summary(&ctx, &settings, &plan.0, &plan.1, error_message.as_deref(), outcome_name, duration_ms, &journal_file);
     if let Some(write_error) = journal_file.write_error() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "warning: the journal could not be written completely: {write_error}"
-        );
+        let _ = writeln!(std::io::stderr(), "warning: the journal could not be written completely: {write_error}");
     }
     Ok(exit_code)
 }
@@ -349,10 +299,7 @@ fn print_summary(
         if effects.is_empty() {
             out.push_str("\nPlan: no effects; a live run would change nothing.\n");
         } else {
-            out.push_str(&format!(
-                "\nPlan: {} effect(s) a live run would perform, in order:\n",
-                effects.len()
-            ));
+            out.push_str(&format!("\nPlan: {} effect(s) a live run would perform, in order:\n", effects.len()));
             for effect in effects {
                 out.push_str(&format!(
                     "  {:>3}. [{}] {}\n",
@@ -391,10 +338,7 @@ fn print_summary(
 /// compensation is reported and the next one still runs.
 fn run_rollbacks(ctx: &Rc<HostContext>, engine: &rhai::Engine, ast: &rhai::AST) {
     let rollbacks: Vec<_> = ctx.rollbacks.borrow_mut().drain(..).rev().collect();
-    ctx.log(
-        "warn",
-        &format!("running {} compensation(s), newest first", rollbacks.len()),
-    );
+    ctx.log("warn", &format!("running {} compensation(s), newest first", rollbacks.len()));
     for rollback in rollbacks {
         let name = format!("rollback: {}", rollback.step);
         ctx.steps.borrow_mut().push(StepFrame {
@@ -402,11 +346,7 @@ fn run_rollbacks(ctx: &Rc<HostContext>, engine: &rhai::Engine, ast: &rhai::AST) 
             token: ctx.cancel.root.child_token(),
             started: Instant::now(),
         });
-        ctx.journal.emit(
-            "step_start",
-            Some(&name),
-            json!({ "rollback_of": rollback.step }),
-        );
+        ctx.journal.emit("step_start", Some(&name), json!({ "rollback_of": rollback.step }));
         let started = Instant::now();
         let result = rollback.closure.call::<Dynamic>(engine, ast, ());
         ctx.steps.borrow_mut().pop();
@@ -427,10 +367,7 @@ fn run_rollbacks(ctx: &Rc<HostContext>, engine: &rhai::Engine, ast: &rhai::AST) 
 }
 
 /// Finds where an error really happened: the innermost call's source and position.
-fn innermost<'a>(
-    error: &'a EvalAltResult,
-    mut source: Option<&'a str>,
-) -> (&'a EvalAltResult, Option<&'a str>, Position) {
+fn innermost<'a>(error: &'a EvalAltResult, mut source: Option<&'a str>) -> (&'a EvalAltResult, Option<&'a str>, Position) {
     let mut current = error;
     let mut position = error.position();
     loop {
@@ -481,19 +418,11 @@ pub fn compile_error(error: &EvalAltResult, script: &str, sources: &SharedSource
     } else {
         message
     };
-    Error::Compile {
-        message,
-        location: location_of(source, position, sources),
-    }
+    Error::Compile { message, location: location_of(source, position, sources) }
 }
 
 /// Turns a Rhai runtime error into the run's error, naming the limit or the step.
-fn runtime_error(
-    ctx: &HostContext,
-    error: &EvalAltResult,
-    script: &str,
-    sources: &SharedSources,
-) -> Error {
+fn runtime_error(ctx: &HostContext, error: &EvalAltResult, script: &str, sources: &SharedSources) -> Error {
     let (leaf, source, position) = innermost(error, Some(script));
     let limits = &ctx.policy.limits;
     let message = match leaf {
@@ -510,10 +439,7 @@ fn runtime_error(
                         return Error::Interrupted;
                     }
                     Some(CancelReason::StepTimeout { step, after, .. }) => {
-                        format!(
-                            "step '{step}' timed out after {}",
-                            humantime::format_duration(after)
-                        )
+                        format!("step '{step}' timed out after {}", humantime::format_duration(after))
                     }
                 }
             }
@@ -531,16 +457,10 @@ fn runtime_error(
             bytesize::ByteSize(limits.string_size as u64)
         ),
         EvalAltResult::ErrorTooManyVariables(_) => {
-            format!(
-                "variable limit exceeded: more than {} variables ([limits] variables)",
-                limits.variables
-            )
+            format!("variable limit exceeded: more than {} variables ([limits] variables)", limits.variables)
         }
         EvalAltResult::ErrorTooManyModules(_) => {
-            format!(
-                "module limit exceeded: more than {} modules ([limits] modules)",
-                limits.modules
-            )
+            format!("module limit exceeded: more than {} modules ([limits] modules)", limits.modules)
         }
         EvalAltResult::ErrorParsing(kind, _) => {
             return Error::Compile {
@@ -554,10 +474,6 @@ fn runtime_error(
     Error::Script {
         message,
         location: location_of(source, position, sources),
-        step: ctx
-            .failed_step
-            .borrow()
-            .clone()
-            .or_else(|| ctx.current_step()),
+        step: ctx.failed_step.borrow().clone().or_else(|| ctx.current_step()),
     }
 }

@@ -19,12 +19,7 @@ impl Location {
         let source_line = source
             .and_then(|text| text.lines().nth(line.saturating_sub(1)))
             .map(str::to_owned);
-        Self {
-            file: file.to_owned(),
-            line,
-            column,
-            source_line,
-        }
+        Self { file: file.to_owned(), line, column, source_line }
     }
 
     /// `  --> file:line:col` followed by the gutter, the line and the caret.

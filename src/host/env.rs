@@ -21,20 +21,12 @@ pub fn lookup(ctx: &HostContext, name: &str) -> Option<String> {
 fn missing(ctx: &HostContext, names: &[String], secret: bool) -> HostResult<()> {
     if ctx.is_dry_run() {
         ctx.needs(|needs| {
-            let set = if secret {
-                &mut needs.secrets
-            } else {
-                &mut needs.env
-            };
+            let set = if secret { &mut needs.secrets } else { &mut needs.env };
             set.extend(names.iter().cloned());
         });
         return Ok(());
     }
-    let kind = if secret {
-        "secret"
-    } else {
-        "environment variable"
-    };
+    let kind = if secret { "secret" } else { "environment variable" };
     Err(host_error(if names.len() == 1 {
         format!("missing {kind} {}", names[0])
     } else {
@@ -63,9 +55,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         "get",
         &["name: String", "default: Dynamic", "Dynamic"],
         "The value of an environment variable, or `default` when unset.",
-        move |name: &str, default: Dynamic| -> Dynamic {
-            lookup(&c, name).map_or(default, Dynamic::from)
-        },
+        move |name: &str, default: Dynamic| -> Dynamic { lookup(&c, name).map_or(default, Dynamic::from) },
     );
     let c = ctx.clone();
     add_fn(

@@ -6,9 +6,7 @@
 //! after a short grace. Output streams live to the terminal, prefixed by the step, is journaled
 //! line by line and captured (bounded) for the result map.
 
-use super::{
-    DEFAULT_EXEC_TIMEOUT, Effect, HostContext, KILL_GRACE, Outcome, add_fn, install, map_of,
-};
+use super::{DEFAULT_EXEC_TIMEOUT, Effect, HostContext, KILL_GRACE, Outcome, add_fn, install, map_of};
 use crate::journal::Journal;
 use crate::options::{HostResult, Options, host_error};
 use crate::policy::Subject;
@@ -54,11 +52,7 @@ impl Request {
         args: Array,
         options: Map,
     ) -> HostResult<Self> {
-        let what = if action == "sh" {
-            "exec::sh"
-        } else {
-            "exec::run"
-        };
+        let what = if action == "sh" { "exec::sh" } else { "exec::run" };
         let mut options = Options::new(what, options);
         let env = options
             .map("env")?
@@ -72,9 +66,7 @@ impl Request {
             args: args.iter().map(|arg| arg.to_string()).collect(),
             cwd: options.string("cwd")?,
             env,
-            timeout: options
-                .duration("timeout")?
-                .unwrap_or_else(|| default_timeout(ctx)),
+            timeout: options.duration("timeout")?.unwrap_or_else(|| default_timeout(ctx)),
             stdin: options.string("stdin")?,
             quiet: options.bool("quiet")?.unwrap_or(false),
             read_only: options.bool("read_only")?.unwrap_or(false),
@@ -95,23 +87,13 @@ impl Request {
 }
 
 fn default_timeout(ctx: &HostContext) -> Duration {
-    if ctx.policy.source.is_some() {
-        ctx.policy.limits.step_timeout
-    } else {
-        DEFAULT_EXEC_TIMEOUT
-    }
+    if ctx.policy.source.is_some() { ctx.policy.limits.step_timeout } else { DEFAULT_EXEC_TIMEOUT }
 }
 
 fn shell_quote(arg: &str) -> String {
     let plain = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
-    if plain {
-        arg.to_owned()
-    } else {
-        format!("'{}'", arg.replace('\'', "'\\''"))
-    }
+        && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c));
+    if plain { arg.to_owned() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
 }
 
 /// Remembers where programs were found, so 200 calls do not search PATH 200 times.
@@ -141,58 +123,26 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                     `#{ code, stdout, stderr, duration_ms, planned }`. A non-zero exit throws unless `check: false`.\n\
                     Options: `cwd`, `env` (map), `timeout` (\"90s\"), `stdin`, `quiet`, `read_only` (safe in a dry run), `check`.";
     let (c, k) = (ctx.clone(), cache.clone());
-    add_fn(
-        &mut module,
-        "run",
-        &["program: String", "args: Array", "Map"],
-        docs_run,
-        move |program: &str, args: Array| run(&c, &k, "run", program.to_owned(), args, Map::new()),
-    );
+    add_fn(&mut module, "run", &["program: String", "args: Array", "Map"], docs_run, move |program: &str, args: Array| {
+        run(&c, &k, "run", program.to_owned(), args, Map::new())
+    });
     let (c, k) = (ctx.clone(), cache.clone());
     add_fn(
         &mut module,
         "run",
         &["program: String", "args: Array", "options: Map", "Map"],
         docs_run,
-        move |program: &str, args: Array, options: Map| {
-            run(&c, &k, "run", program.to_owned(), args, options)
-        },
+        move |program: &str, args: Array, options: Map| run(&c, &k, "run", program.to_owned(), args, options),
     );
     let docs_sh = "Runs a line through `sh -c` (only where policy allows a shell: `[exec] shell`).\nSame result and options as `exec::run`.";
     let (c, k) = (ctx.clone(), cache.clone());
-    add_fn(
-        &mut module,
-        "sh",
-        &["line: String", "Map"],
-        docs_sh,
-        move |line: &str| {
-            run(
-                &c,
-                &k,
-                "sh",
-                "sh".into(),
-                vec!["-c".into(), line.into()],
-                Map::new(),
-            )
-        },
-    );
+    add_fn(&mut module, "sh", &["line: String", "Map"], docs_sh, move |line: &str| {
+        run(&c, &k, "sh", "sh".into(), vec!["-c".into(), line.into()], Map::new())
+    });
     let (c, k) = (ctx.clone(), cache);
-    add_fn(
-        &mut module,
-        "sh",
-        &["line: String", "options: Map", "Map"],
-        docs_sh,
-        move |line: &str, options: Map| {
-            run(
-                &c,
-                &k,
-                "sh",
-                "sh".into(),
-                vec!["-c".into(), line.into()],
-                options,
-            )
-        },
-    );
+    add_fn(&mut module, "sh", &["line: String", "options: Map", "Map"], docs_sh, move |line: &str, options: Map| {
+        run(&c, &k, "sh", "sh".into(), vec!["-c".into(), line.into()], options)
+    });
     install(engine, "exec", module);
 }
 
@@ -211,16 +161,8 @@ fn run(
             needs.programs.insert(request.program.clone());
         });
     }
-    let command_line = if action == "sh" {
-        request.args[1].clone()
-    } else {
-        request.command_line()
-    };
-    let subject = if action == "sh" {
-        Subject::Shell
-    } else {
-        Subject::Program(&request.program)
-    };
+    let command_line = if action == "sh" { request.args[1].clone() } else { request.command_line() };
+    let subject = if action == "sh" { Subject::Shell } else { Subject::Program(&request.program) };
     let effect = Effect {
         namespace: "exec",
         action,
@@ -233,10 +175,7 @@ fn run(
     };
     let outcome = ctx.effect(effect, |event| {
         let path = resolved.clone().ok_or_else(|| {
-            host_error(format!(
-                "exec::{action}: program '{}' not found on PATH",
-                request.program
-            ))
+            host_error(format!("exec::{action}: program '{}' not found on PATH", request.program))
         })?;
         let finished = spawn_and_wait(ctx, &request, path, &command_line)?;
         event.insert("code".into(), json!(finished.code));
@@ -256,10 +195,7 @@ fn run(
     };
     if request.check && finished.code != 0 {
         let tail = ctx.redact(&finished.stderr_tail());
-        let mut message = format!(
-            "exec::{action}: `{command_line}` exited with code {}",
-            finished.code
-        );
+        let mut message = format!("exec::{action}: `{command_line}` exited with code {}", finished.code);
         if !tail.is_empty() {
             message.push_str("\n--- stderr (last lines) ---\n");
             message.push_str(&tail);
@@ -302,21 +238,12 @@ enum Ending {
     TimedOut,
 }
 
-fn spawn_and_wait(
-    ctx: &HostContext,
-    request: &Request,
-    path: PathBuf,
-    command_line: &str,
-) -> HostResult<Finished> {
+fn spawn_and_wait(ctx: &HostContext, request: &Request, path: PathBuf, command_line: &str) -> HostResult<Finished> {
     let mut command = tokio::process::Command::new(&path);
     command
         .args(&request.args)
         .process_group(0)
-        .stdin(if request.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if request.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(cwd) = &request.cwd {
@@ -381,15 +308,8 @@ fn spawn_and_wait(
     match ending {
         Ending::Exited(status) => {
             use std::os::unix::process::ExitStatusExt;
-            let code = status
-                .code()
-                .map_or_else(|| 128 + i64::from(status.signal().unwrap_or(0)), i64::from);
-            Ok(Finished {
-                code,
-                stdout,
-                stderr,
-                duration_ms,
-            })
+            let code = status.code().map_or_else(|| 128 + i64::from(status.signal().unwrap_or(0)), i64::from);
+            Ok(Finished { code, stdout, stderr, duration_ms })
         }
         Ending::Cancelled => Err(ctx.cancelled_error()),
         Ending::TimedOut => Err(host_error(format!(

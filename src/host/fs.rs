@@ -15,8 +15,7 @@ pub fn register(engine: &mut Engine, _ctx: &Rc<HostContext>) {
         &["path: String", "String"],
         "The text of a file (UTF-8); an error naming the path when it cannot be read.",
         |path: &str| -> HostResult<String> {
-            std::fs::read_to_string(path)
-                .map_err(|e| host_error(format!("fs::read: cannot read '{path}': {e}")))
+            std::fs::read_to_string(path).map_err(|e| host_error(format!("fs::read: cannot read '{path}': {e}")))
         },
     );
     add_fn(
@@ -34,10 +33,8 @@ pub fn register(engine: &mut Engine, _ctx: &Rc<HostContext>) {
         |pattern: &str| -> HostResult<Array> {
             let paths = glob::glob(pattern)
                 .map_err(|e| host_error(format!("fs::glob: invalid pattern '{pattern}': {e}")))?;
-            let mut found: Vec<String> = paths
-                .filter_map(Result::ok)
-                .map(|path| path.display().to_string())
-                .collect();
+            let mut found: Vec<String> =
+                paths.filter_map(Result::ok).map(|path| path.display().to_string()).collect();
             found.sort();
             Ok(found.into_iter().map(Dynamic::from).collect())
         },

@@ -19,13 +19,7 @@ pub fn from_dynamic(value: &Dynamic) -> serde_json::Value {
 pub fn parse(text: &str) -> HostResult<Dynamic> {
     serde_json::from_str::<serde_json::Value>(text)
         .map(|value| to_dynamic(&value))
-        .map_err(|e| {
-            host_error(format!(
-                "json::parse: invalid JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ))
-        })
+        .map_err(|e| host_error(format!("json::parse: invalid JSON at line {} column {}: {e}", e.line(), e.column())))
 }
 
 pub fn register(engine: &mut Engine, _ctx: &Rc<HostContext>) {
@@ -51,11 +45,7 @@ pub fn register(engine: &mut Engine, _ctx: &Rc<HostContext>) {
         "JSON text of a value, indented when `pretty` is true.",
         |value: Dynamic, pretty: bool| {
             let json = from_dynamic(&value);
-            if pretty {
-                serde_json::to_string_pretty(&json).unwrap_or_default()
-            } else {
-                json.to_string()
-            }
+            if pretty { serde_json::to_string_pretty(&json).unwrap_or_default() } else { json.to_string() }
         },
     );
     install(engine, "json", module);

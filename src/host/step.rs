@@ -34,11 +34,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         .with_params_info(["condition: bool", "message: String", "()"])
         .with_comments(["/// Fails the current step with `message` when `condition` is false."])
         .register_into_engine(engine, |condition: bool, message: &str| -> HostResult<()> {
-            if condition {
-                Ok(())
-            } else {
-                Err(host_error(format!("check failed: {message}")))
-            }
+            if condition { Ok(()) } else { Err(host_error(format!("check failed: {message}"))) }
         });
 }
 
@@ -73,11 +69,7 @@ fn run_step(
     let parent = ctx.current_token();
     let token = parent.child_token();
     let timeout = timeout.or(Some(ctx.policy.limits.step_timeout));
-    ctx.steps.borrow_mut().push(StepFrame {
-        name: name.to_owned(),
-        token: token.clone(),
-        started: Instant::now(),
-    });
+    ctx.steps.borrow_mut().push(StepFrame { name: name.to_owned(), token: token.clone(), started: Instant::now() });
     ctx.journal.emit(
         "step_start",
         Some(name),
@@ -102,10 +94,7 @@ fn run_step(
                 json!({ "outcome": "ok", "duration_ms": duration_ms, "occurrence": occurrence }),
             );
             if let Some(closure) = rollback {
-                ctx.rollbacks.borrow_mut().push(Rollback {
-                    step: name.to_owned(),
-                    closure,
-                });
+                ctx.rollbacks.borrow_mut().push(Rollback { step: name.to_owned(), closure });
             }
             Ok(value)
         }
@@ -124,11 +113,7 @@ fn run_step(
                 _ => error,
             };
             let cancelled = is_cancellation(&error);
-            let message = if cancelled {
-                "interrupted".to_owned()
-            } else {
-                error_text(&error)
-            };
+            let message = if cancelled { "interrupted".to_owned() } else { error_text(&error) };
             ctx.journal.emit(
                 "step_end",
                 Some(name),
@@ -148,9 +133,7 @@ fn run_step(
                 );
                 return Ok(Dynamic::UNIT);
             }
-            ctx.failed_step
-                .borrow_mut()
-                .get_or_insert_with(|| name.to_owned());
+            ctx.failed_step.borrow_mut().get_or_insert_with(|| name.to_owned());
             Err(error)
         }
     }

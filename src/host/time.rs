@@ -31,11 +31,7 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
     if let Ok(ts) = DateTime::parse_from_rfc3339(text) {
         return Ok(Timestamp(ts.with_timezone(&Utc)));
     }
-    for format in [
-        "%Y-%m-%d %H:%M:%S%.f%#z",
-        "%Y-%m-%d %H:%M:%S%.f%:z",
-        "%Y-%m-%dT%H:%M:%S%.f%#z",
-    ] {
+    for format in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%dT%H:%M:%S%.f%#z"] {
         if let Ok(ts) = DateTime::parse_from_str(text, format) {
             return Ok(Timestamp(ts.with_timezone(&Utc)));
         }
@@ -46,13 +42,9 @@ pub fn parse_timestamp(text: &str) -> Result<Timestamp, String> {
         }
     }
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(Timestamp(
-            date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
-        ));
+        return Ok(Timestamp(date.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()));
     }
-    Err(format!(
-        "cannot parse '{text}' as a timestamp (expected RFC 3339, e.g. 2025-11-15T12:00:00Z)"
-    ))
+    Err(format!("cannot parse '{text}' as a timestamp (expected RFC 3339, e.g. 2025-11-15T12:00:00Z)"))
 }
 
 fn timestamp_of(value: &Dynamic) -> HostResult<Timestamp> {
@@ -62,10 +54,7 @@ fn timestamp_of(value: &Dynamic) -> HostResult<Timestamp> {
     if value.is_string() {
         return parse_timestamp(&value.to_string()).map_err(host_error);
     }
-    Err(host_error(format!(
-        "expected a timestamp or RFC 3339 string, got {}",
-        value.type_name()
-    )))
+    Err(host_error(format!("expected a timestamp or RFC 3339 string, got {}", value.type_name())))
 }
 
 pub fn register(engine: &mut Engine, _ctx: &Rc<HostContext>) {
@@ -79,9 +68,7 @@ pub fn register(engine: &mut Engine, _ctx: &Rc<HostContext>) {
         .register_fn("<=", |a: Timestamp, b: Timestamp| a <= b)
         .register_fn(">", |a: Timestamp, b: Timestamp| a > b)
         .register_fn(">=", |a: Timestamp, b: Timestamp| a >= b)
-        .register_fn("-", |a: Timestamp, b: Timestamp| Age {
-            seconds: (a.0 - b.0).num_milliseconds() as f64 / 1000.0,
-        })
+        .register_fn("-", |a: Timestamp, b: Timestamp| Age { seconds: (a.0 - b.0).num_milliseconds() as f64 / 1000.0 })
         .register_get("unix", |ts: &mut Timestamp| ts.0.timestamp());
     engine
         .register_type_with_name::<Age>("Age")
@@ -93,13 +80,7 @@ pub fn register(engine: &mut Engine, _ctx: &Rc<HostContext>) {
         .register_fn("to_debug", |age: &mut Age| format!("{:.3}s", age.seconds));
 
     let mut module = Module::new();
-    add_fn(
-        &mut module,
-        "now",
-        &["Timestamp"],
-        "The current time (UTC).",
-        || Timestamp(Utc::now()),
-    );
+    add_fn(&mut module, "now", &["Timestamp"], "The current time (UTC).", || Timestamp(Utc::now()));
     add_fn(
         &mut module,
         "parse",
@@ -114,9 +95,7 @@ pub fn register(engine: &mut Engine, _ctx: &Rc<HostContext>) {
         "How long ago `ts` (a timestamp or RFC 3339 string) was: `.days`, `.hours`, `.minutes`, `.seconds`.",
         |ts: Dynamic| -> HostResult<Age> {
             let ts = timestamp_of(&ts)?;
-            Ok(Age {
-                seconds: (Utc::now() - ts.0).num_milliseconds() as f64 / 1000.0,
-            })
+            Ok(Age { seconds: (Utc::now() - ts.0).num_milliseconds() as f64 / 1000.0 })
         },
     );
     install(engine, "time", module);

@@ -23,9 +23,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                     });
                     Ok(String::new())
                 }
-                None => Err(host_error(format!(
-                    "missing var '{name}': pass --var {name}=VALUE"
-                ))),
+                None => Err(host_error(format!("missing var '{name}': pass --var {name}=VALUE"))),
             }
         },
     );
@@ -36,25 +34,12 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         &["name: String", "default: Dynamic", "Dynamic"],
         "The value of `--var name=VALUE`, or `default` when it was not given.",
         move |name: &str, default: Dynamic| -> Dynamic {
-            c.settings
-                .vars
-                .get(name)
-                .map_or(default, |value| value.clone().into())
+            c.settings.vars.get(name).map_or(default, |value| value.clone().into())
         },
     );
     let c = ctx.clone();
-    add_fn(
-        &mut module,
-        "all",
-        &["Map"],
-        "Every `--var` as a map of strings.",
-        move || -> Map {
-            c.settings
-                .vars
-                .iter()
-                .map(|(k, v)| (k.into(), v.clone().into()))
-                .collect()
-        },
-    );
+    add_fn(&mut module, "all", &["Map"], "Every `--var` as a map of strings.", move || -> Map {
+        c.settings.vars.iter().map(|(k, v)| (k.into(), v.clone().into())).collect()
+    });
     install(engine, "vars", module);
 }

@@ -106,29 +106,17 @@ impl Test {
     pub fn command(&self) -> Command {
         let mut command = Command::new(BIN);
         hermetic(&mut command);
-        command
-            .current_dir(self.dir.path())
-            .args(&self.args)
-            .envs(&self.env);
+        command.current_dir(self.dir.path()).args(&self.args).envs(&self.env);
         command
     }
 
     pub fn run(self) -> (Self, Finished) {
         let mut command = self.command();
-        command.stdin(if self.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        command.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn glow-run");
         if let Some(input) = &self.stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
         }
         let output = wait_with_timeout(child, self.timeout);
         let finished = Finished {
@@ -200,10 +188,7 @@ impl Finished {
             .map(|dir| {
                 let text = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap_or_default();
                 text.lines()
-                    .map(|line| {
-                        serde_json::from_str(line)
-                            .unwrap_or_else(|e| panic!("journal line is not JSON ({e}): {line}"))
-                    })
+                    .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("journal line is not JSON ({e}): {line}")))
                     .collect()
             })
             .collect()
@@ -217,20 +202,13 @@ impl Finished {
     /// The raw text of the last run's journal.
     pub fn journal_text(&self) -> String {
         let runs = self.dir.join(".glow/runs");
-        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .collect();
+        let mut dirs: Vec<PathBuf> =
+            std::fs::read_dir(&runs).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
         dirs.sort();
         std::fs::read_to_string(dirs.last().unwrap().join("journal.jsonl")).unwrap()
     }
 
-    pub fn events<'a>(
-        &self,
-        events: &'a [serde_json::Value],
-        kind: &str,
-    ) -> Vec<&'a serde_json::Value> {
+    pub fn events<'a>(&self, events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
         events.iter().filter(|e| e["kind"] == kind).collect()
     }
 }
@@ -246,13 +224,7 @@ pub fn unindent(text: &str) -> String {
         .unwrap_or(0);
     let mut out: String = text
         .lines()
-        .map(|line| {
-            if line.len() >= indent {
-                &line[indent..]
-            } else {
-                line.trim_start()
-            }
-        })
+        .map(|line| if line.len() >= indent { &line[indent..] } else { line.trim_start() })
         .collect::<Vec<_>>()
         .join("\n");
     out.push('\n');
@@ -263,10 +235,7 @@ pub fn unindent(text: &str) -> String {
 pub fn process_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat
-                .rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().next());
+            let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
             state != Some("Z")
         }
         Err(_) => false,

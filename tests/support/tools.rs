@@ -32,9 +32,5 @@ pub fn calls(dir: &Path) -> Vec<Vec<String>> {
 
 /// `PATH` with `dir` first.
 pub fn path_with(dir: &Path) -> String {
-    format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default())
 }
