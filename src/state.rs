@@ -298,8 +298,23 @@ struct IndexSink {
 
 impl Sink for IndexSink {
     fn event(&self, event: &Value) {
-        // Never blocks: the writer thread does the I/O.
-        let _ = self.sender.send(Message::Event(event.clone()));
+        // Output lines and logs are not indexed: do not even copy them (a chatty build prints
+        // millions). Never blocks: the writer thread does the I/O.
+        let indexed = matches!(
+            event["kind"].as_str(),
+            Some(
+                "run_start"
+                    | "step_start"
+                    | "step_end"
+                    | "effect"
+                    | "artifact"
+                    | "approval"
+                    | "run_end"
+            )
+        );
+        if indexed {
+            let _ = self.sender.send(Message::Event(event.clone()));
+        }
     }
 
     fn finish(&self) {
