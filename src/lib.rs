@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod arguments;
+pub mod bundle;
 pub mod cancel;
 pub mod commands;
 pub mod config;
