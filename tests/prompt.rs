@@ -638,7 +638,7 @@ fn pty_ctrl_c_in_a_prompt_exits_130_and_restores_the_terminal() {
         .expect("the options on the terminal");
     session.send("\x03").unwrap();
     let (rest, code) = finish(&mut session);
-    let text = String::from_utf8_lossy(shown_so_far.as_bytes()).into_owned() + &rest;
+    let text = String::from_utf8_lossy(shown_so_far.as_bytes()).into_owned() + rest.as_str();
     assert_eq!(code, 130, "{text}");
     assert!(!text.contains("chosen"), "{text}");
     let shown = text.rfind("\x1b[?25h").expect("cursor shown again");
