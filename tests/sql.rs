@@ -33,8 +33,14 @@ fn sha256_file(path: &Path) -> String {
 fn glow(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
     let mut command = std::process::Command::new(BIN);
     hermetic(&mut command);
-    command.current_dir(dir).args(args).envs(env.iter().copied());
-    command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    command
+        .current_dir(dir)
+        .args(args)
+        .envs(env.iter().copied());
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let output = wait_with_timeout(command.spawn().unwrap(), Duration::from_secs(60));
     Finished {
         status: output.status.code().unwrap_or(-1),
@@ -47,10 +53,15 @@ fn glow(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
 /// Every output of a run: stdout, stderr, every journal under .glow/runs.
 fn all_output(out: &Finished) -> String {
     let mut text = format!("{}\n{}", out.stdout, out.stderr);
-    let runs: Vec<_> = std::fs::read_dir(out.dir.join(".glow/runs")).expect("a runs folder").flatten().collect();
+    let runs: Vec<_> = std::fs::read_dir(out.dir.join(".glow/runs"))
+        .expect("a runs folder")
+        .flatten()
+        .collect();
     assert!(!runs.is_empty(), "no journal written");
     for dir in runs {
-        text.push_str(&std::fs::read_to_string(dir.path().join("journal.jsonl")).expect("a journal"));
+        text.push_str(
+            &std::fs::read_to_string(dir.path().join("journal.jsonl")).expect("a journal"),
+        );
     }
     text
 }
@@ -154,7 +165,11 @@ fn unsupported_type_is_an_error_naming_column_and_type() {
         .env("DB", &db.url)
         .script(r#"let db = sql::connect(env::get("DB")); db.query("select interval '1 day' as wait");"#)
         .status(1);
-    assert!(out.stderr.contains("column 'wait' (INTERVAL)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("column 'wait' (INTERVAL)"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("::text"), "{}", out.stderr);
 }
 
@@ -162,7 +177,10 @@ fn unsupported_type_is_an_error_naming_column_and_type() {
 fn migrate_applies_fixtures_in_order_then_nothing() {
     let db = postgres::database();
     let test = with_migrations(Test::new());
-    let sums: Vec<String> = MIGRATIONS.iter().map(|name| sha256_file(&test.path().join("migrations").join(name))).collect();
+    let sums: Vec<String> = MIGRATIONS
+        .iter()
+        .map(|name| sha256_file(&test.path().join("migrations").join(name)))
+        .collect();
     let script = r#"
         let db = sql::connect(env::get("DB"));
         print(json::stringify(db.pending("migrations")));
@@ -175,7 +193,11 @@ fn migrate_applies_fixtures_in_order_then_nothing() {
         print(json::stringify(metrics));
     "#;
     let (_dir, out) = test.env("DB", &db.url).script(script).expect(0);
-    let lines: Vec<serde_json::Value> = out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let listed: Vec<serde_json::Value> = MIGRATIONS
         .iter()
         .zip(&sums)
@@ -184,7 +206,11 @@ fn migrate_applies_fixtures_in_order_then_nothing() {
     assert_eq!(lines[0], serde_json::json!(listed));
     assert_eq!(lines[1]["applied"], serde_json::json!(listed));
     assert_eq!(lines[1]["planned"], false);
-    let hash_input: String = MIGRATIONS.iter().zip(&sums).map(|(n, s)| format!("{n}\t{s}\n")).collect();
+    let hash_input: String = MIGRATIONS
+        .iter()
+        .zip(&sums)
+        .map(|(n, s)| format!("{n}\t{s}\n"))
+        .collect();
     let expected_hash = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(hash_input.as_bytes()))
@@ -199,8 +225,15 @@ fn migrate_applies_fixtures_in_order_then_nothing() {
 
     // The history records each file in order, with checksum and this run's id.
     let cluster = postgres::cluster();
-    let history = cluster.psql(&db.name, "select name, sha256, run_id <> '' from glow_migrations order by applied_at, name");
-    let expected: String = MIGRATIONS.iter().zip(&sums).map(|(n, s)| format!("{n}|{s}|t\n")).collect();
+    let history = cluster.psql(
+        &db.name,
+        "select name, sha256, run_id <> '' from glow_migrations order by applied_at, name",
+    );
+    let expected: String = MIGRATIONS
+        .iter()
+        .zip(&sums)
+        .map(|(n, s)| format!("{n}|{s}|t\n"))
+        .collect();
     assert_eq!(history, expected);
     // RLS is on for the activity tables.
     assert_eq!(
@@ -210,8 +243,10 @@ fn migrate_applies_fixtures_in_order_then_nothing() {
 
     // The journal carries the migration hash and the applied list for the deployment log.
     let journal = out.journal();
-    let summaries: Vec<&serde_json::Value> =
-        journal.iter().filter(|e| e["kind"] == "effect" && e.get("migration_hash").is_some()).collect();
+    let summaries: Vec<&serde_json::Value> = journal
+        .iter()
+        .filter(|e| e["kind"] == "effect" && e.get("migration_hash").is_some())
+        .collect();
     assert_eq!(summaries.len(), 2);
     assert_eq!(summaries[0]["migration_hash"], expected_hash);
     assert_eq!(summaries[0]["applied"].as_array().unwrap().len(), 4);
@@ -227,7 +262,10 @@ fn migrate_applies_fixtures_in_order_then_nothing() {
 #[test]
 fn changed_applied_migration_is_an_error_naming_it() {
     let db = postgres::database();
-    let test = with_migrations(Test::new()).file("migrate.rhai", r#"sql::connect(env::get("DB")).migrate("migrations");"#);
+    let test = with_migrations(Test::new()).file(
+        "migrate.rhai",
+        r#"sql::connect(env::get("DB")).migrate("migrations");"#,
+    );
     let dir = test.dir;
     let env = [("DB", db.url.as_str())];
     assert_eq!(glow(dir.path(), &["migrate.rhai"], &env).status, 0);
@@ -237,7 +275,14 @@ fn changed_applied_migration_is_an_error_naming_it() {
     std::fs::write(&changed, text).unwrap();
     let out = glow(dir.path(), &["migrate.rhai"], &env);
     assert_eq!(out.status, 1, "{}", out.stderr);
-    assert!(out.stderr.contains(&format!("migration {} was applied with sha256", MIGRATIONS[2])), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "migration {} was applied with sha256",
+            MIGRATIONS[2]
+        )),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("must not change"), "{}", out.stderr);
 }
 
@@ -245,8 +290,14 @@ fn changed_applied_migration_is_an_error_naming_it() {
 fn migrate_on_sqlite_applies_and_records() {
     let test = Test::new();
     for (name, text) in [
-        ("001_people.sql", "create table people (id integer primary key, name text not null);"),
-        ("002_seed.sql", "insert into people (name) values ('ada'); insert into people (name) values ('grace');"),
+        (
+            "001_people.sql",
+            "create table people (id integer primary key, name text not null);",
+        ),
+        (
+            "002_seed.sql",
+            "insert into people (name) values ('ada'); insert into people (name) values ('grace');",
+        ),
     ] {
         std::fs::create_dir_all(test.path().join("m")).unwrap();
         std::fs::write(test.path().join("m").join(name), text).unwrap();
@@ -262,14 +313,20 @@ fn migrate_on_sqlite_applies_and_records() {
             "#,
         )
         .status(0);
-    assert_eq!(out.stdout, "2\n0\n2\n[\"001_people.sql\", \"002_seed.sql\"]\n");
+    assert_eq!(
+        out.stdout,
+        "2\n0\n2\n[\"001_people.sql\", \"002_seed.sql\"]\n"
+    );
 }
 
 #[test]
 fn dry_run_leaves_postgres_unchanged_and_plans_each_migration() {
     let db = postgres::database();
     let cluster = postgres::cluster();
-    cluster.psql(&db.name, "create table keep (n int); insert into keep values (1), (2)");
+    cluster.psql(
+        &db.name,
+        "create table keep (n int); insert into keep values (1), (2)",
+    );
     let before = cluster.dump(&db.name);
     let (_dir, out) = with_migrations(Test::new())
         .env("DB", &db.url)
@@ -286,7 +343,11 @@ fn dry_run_leaves_postgres_unchanged_and_plans_each_migration() {
             "#,
         )
         .expect(0);
-    assert_eq!(cluster.dump(&db.name), before, "the dry run changed the database");
+    assert_eq!(
+        cluster.dump(&db.name),
+        before,
+        "the dry run changed the database"
+    );
     let prints: Vec<String> = out
         .stdout
         .lines()
@@ -294,19 +355,36 @@ fn dry_run_leaves_postgres_unchanged_and_plans_each_migration() {
         .filter(|e| e["kind"] == "output" && e["stream"] == "script")
         .map(|e| e["line"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(prints, [r#"{"hash":64,"n":4,"planned":true}"#, "0", "2", "3"], "{}", out.stdout);
+    assert_eq!(
+        prints,
+        [r#"{"hash":64,"n":4,"planned":true}"#, "0", "2", "3"],
+        "{}",
+        out.stdout
+    );
     // The plan lists each migration by name, then the writes.
     let journal = out.journal();
-    let plan = journal.iter().find(|e| e["kind"] == "plan").expect("a plan event");
+    let plan = journal
+        .iter()
+        .find(|e| e["kind"] == "plan")
+        .expect("a plan event");
     let targets: Vec<String> = plan["effects"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| format!("{} {}", e["action"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["action"].as_str().unwrap(),
+                e["target"].as_str().unwrap()
+            )
+        })
         .collect();
     let mut expected: Vec<String> = MIGRATIONS.iter().map(|m| format!("migrate {m}")).collect();
     expected.push("execute delete from keep".into());
-    expected.push(format!("transaction {}", db.url.replace(&format!(":{PASSWORD}"), "")));
+    expected.push(format!(
+        "transaction {}",
+        db.url.replace(&format!(":{PASSWORD}"), "")
+    ));
     expected.push("execute insert into keep values (3)".into());
     assert_eq!(targets, expected);
 }
@@ -315,13 +393,22 @@ fn dry_run_leaves_postgres_unchanged_and_plans_each_migration() {
 fn write_inside_query_fails_in_a_dry_run() {
     let db = postgres::database();
     let cluster = postgres::cluster();
-    cluster.psql(&db.name, "create table keep (n int); insert into keep values (1)");
+    cluster.psql(
+        &db.name,
+        "create table keep (n int); insert into keep values (1)",
+    );
     let out = Test::new()
         .env("DB", &db.url)
         .arg("--dry-run")
-        .script(r#"let db = sql::connect(env::get("DB")); db.query("delete from keep returning n");"#)
+        .script(
+            r#"let db = sql::connect(env::get("DB")); db.query("delete from keep returning n");"#,
+        )
         .status(1);
-    assert!(out.stderr.contains("read-only transaction"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("read-only transaction"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(cluster.psql(&db.name, "select count(*) from keep"), "1\n");
 
     // SQLite: the connection is read-only.
@@ -334,7 +421,11 @@ fn write_inside_query_fails_in_a_dry_run() {
     let before = std::fs::read(&file).unwrap();
     let out = glow(dir.path(), &["--dry-run", "check.rhai"], &[]);
     assert_eq!(out.status, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("readonly") || out.stderr.contains("read-only"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("readonly") || out.stderr.contains("read-only"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(std::fs::read(&file).unwrap(), before);
 }
 
@@ -372,10 +463,17 @@ fn policy_refuses_writes_before_they_are_sent() {
             .script(&format!("let db = sql::connect(env::get(\"DB\")); print(db.query_one(\"select 1 as one\").one); {statement};"))
             .status(1);
         assert_eq!(out.stdout, "1\n");
-        assert!(out.stderr.contains("[sql] allow_writes = false"), "{statement}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("[sql] allow_writes = false"),
+            "{statement}: {}",
+            out.stderr
+        );
     }
     assert_eq!(cluster.psql(&db.name, "select count(*) from keep"), "0\n");
-    assert_eq!(cluster.psql(&db.name, "select to_regclass('glow_migrations') is null"), "t\n");
+    assert_eq!(
+        cluster.psql(&db.name, "select to_regclass('glow_migrations') is null"),
+        "t\n"
+    );
 }
 
 #[test]
@@ -422,9 +520,19 @@ fn password_never_appears_in_output_or_journal() {
             )
             .expect(1);
         let text = all_output(&out);
-        assert!(!text.contains(PASSWORD), "password leaked with {args:?}:\n{text}");
+        assert!(
+            !text.contains(PASSWORD),
+            "password leaked with {args:?}:\n{text}"
+        );
         assert!(text.contains("column \"nope\" does not exist"), "{text}");
-        assert!(text.contains(&format!("postgres://postgres@127.0.0.1:{}/{}", postgres::cluster().port, db.name)), "{text}");
+        assert!(
+            text.contains(&format!(
+                "postgres://postgres@127.0.0.1:{}/{}",
+                postgres::cluster().port,
+                db.name
+            )),
+            "{text}"
+        );
     }
 }
 
@@ -436,21 +544,50 @@ fn wrong_password_is_an_error_without_the_password() {
         .env("DB", &url)
         .script(r#"sql::connect(env::get("DB"));"#)
         .expect(1);
-    assert!(out.stderr.contains("password authentication failed"), "{}", out.stderr);
-    assert!(out.stderr.contains(&format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port)), "{}", out.stderr);
-    assert!(!all_output(&out).contains("wrong-canary-5521"), "{}", all_output(&out));
+    assert!(
+        out.stderr.contains("password authentication failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            cluster.port
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !all_output(&out).contains("wrong-canary-5521"),
+        "{}",
+        all_output(&out)
+    );
 }
 
 #[test]
 fn connection_refused_is_a_clear_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let started = Instant::now();
     let (_dir, out) = Test::new()
         .script(&format!(r#"sql::connect("postgres://app:refused-canary@127.0.0.1:{port}/db", #{{ timeout: "5s" }});"#))
         .expect(1);
     assert!(started.elapsed() < Duration::from_secs(10));
-    assert!(out.stderr.contains(&format!("cannot connect to postgres://app@127.0.0.1:{port}/db")), "{}", out.stderr);
-    assert!(out.stderr.to_lowercase().contains("connection refused"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "cannot connect to postgres://app@127.0.0.1:{port}/db"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.to_lowercase().contains("connection refused"),
+        "{}",
+        out.stderr
+    );
     assert!(!all_output(&out).contains("refused-canary"));
 }
 
@@ -461,11 +598,24 @@ fn syntax_error_shows_server_message_and_statement() {
         .env("DB", &db.url)
         .script(r#"let db = sql::connect(env::get("DB")); db.query("select 1 as one,\n  2 frm somewhere");"#)
         .status(1);
-    assert!(out.stderr.contains(r#"syntax error at or near "somewhere" (SQLSTATE 42601)"#), "{}", out.stderr);
-    assert!(out.stderr.contains("statement: select 1 as one,   2 frm somewhere\n"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(r#"syntax error at or near "somewhere" (SQLSTATE 42601)"#),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("statement: select 1 as one,   2 frm somewhere\n"),
+        "{}",
+        out.stderr
+    );
     // The caret sits under the position the server reported.
     let lines: Vec<&str> = out.stderr.lines().collect();
-    let at = lines.iter().position(|l| l.contains("statement: select 1")).unwrap();
+    let at = lines
+        .iter()
+        .position(|l| l.contains("statement: select 1"))
+        .unwrap();
     let caret = lines[at + 1].find('^').expect("a caret line");
     assert_eq!(&lines[at][caret..caret + 9], "somewhere");
 }
@@ -477,13 +627,27 @@ fn wrong_parameter_count_is_an_error() {
         .env("DB", &db.url)
         .script(r#"let db = sql::connect(env::get("DB")); db.query("select $1::int + $2::int as s", [1]);"#)
         .status(1);
-    assert!(out.stderr.contains("2 parameters") || out.stderr.contains("requires 2"), "{}", out.stderr);
-    assert!(out.stderr.contains("statement: select $1::int + $2::int as s"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("2 parameters") || out.stderr.contains("requires 2"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("statement: select $1::int + $2::int as s"),
+        "{}",
+        out.stderr
+    );
 
     let out = Test::new()
         .script(r#"let db = sql::connect("sqlite::memory:"); db.query("select ? as a", [1, 2]);"#)
         .status(1);
-    assert!(out.stderr.contains("the statement has 1 parameter but 2 were given"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the statement has 1 parameter but 2 were given"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -495,9 +659,17 @@ fn statement_timeout_stops_pg_sleep() {
         .env("DB", &db.url)
         .script(r#"let db = sql::connect(env::get("DB"), #{ timeout: "1s" }); db.query("select pg_sleep(60)");"#)
         .status(1);
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(out.stderr.contains("timed out after 1s"), "{}", out.stderr);
-    assert!(out.stderr.contains("statement: select pg_sleep(60)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("statement: select pg_sleep(60)"),
+        "{}",
+        out.stderr
+    );
     assert!(cluster.wait_until_idle("pg_sleep(60)", Duration::from_secs(2)));
 }
 
@@ -515,9 +687,16 @@ fn step_timeout_cancels_the_query_on_the_server() {
             "#,
         )
         .status(1);
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(out.stderr.contains("slow"), "{}", out.stderr);
-    assert!(cluster.wait_until_idle("pg_sleep(45)", Duration::from_secs(3)), "the server still runs the statement");
+    assert!(
+        cluster.wait_until_idle("pg_sleep(45)", Duration::from_secs(3)),
+        "the server still runs the statement"
+    );
 }
 
 #[test]
@@ -531,7 +710,11 @@ fn sqlite_statement_timeout_interrupts() {
             "#,
         )
         .status(1);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(out.stderr.contains("timed out after 1s"), "{}", out.stderr);
 }
 
@@ -540,5 +723,9 @@ fn query_one_needs_exactly_one_row() {
     let out = Test::new()
         .script(r#"let db = sql::connect("sqlite::memory:"); db.query_one("select 1 as a union all select 2");"#)
         .status(1);
-    assert!(out.stderr.contains("expected exactly one row, got 2"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("expected exactly one row, got 2"),
+        "{}",
+        out.stderr
+    );
 }

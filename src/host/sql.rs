@@ -83,17 +83,26 @@ struct Session {
 
 pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     engine.register_type_with_name::<Database>("Database");
-    engine.register_fn("to_string", |db: &mut Database| format!("Database({})", db.session.display));
-    engine.register_fn("to_debug", |db: &mut Database| format!("Database({})", db.session.display));
+    engine.register_fn("to_string", |db: &mut Database| {
+        format!("Database({})", db.session.display)
+    });
+    engine.register_fn("to_debug", |db: &mut Database| {
+        format!("Database({})", db.session.display)
+    });
     let mut module = Module::new();
 
     let docs_connect = "Connects to a `postgres://` or `sqlite:` URL and returns a Database with `query`, `query_one`,\n\
                         `execute`, `transaction`, `migrate` and `pending`. Options: `timeout` (statement timeout, default 60s).\n\
                         The password in the URL is redacted everywhere.";
     let c = ctx.clone();
-    add_fn(&mut module, "connect", &["url: String", "Database"], docs_connect, false, move |url: &str| {
-        connect(&c, url, Map::new())
-    });
+    add_fn(
+        &mut module,
+        "connect",
+        &["url: String", "Database"],
+        docs_connect,
+        false,
+        move |url: &str| connect(&c, url, Map::new()),
+    );
     let c = ctx.clone();
     add_fn(
         &mut module,
@@ -107,9 +116,14 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     let docs_query = "Runs a statement and returns its rows as an array of maps. Parameters bind positionally ($1 / ?).\n\
                       A read: it runs in a dry run, inside a read-only transaction.";
     let c = ctx.clone();
-    add_fn(&mut module, "query", &["db: Database", "sql: String", "Array"], docs_query, true, move |db: &mut Database, sql: &str| {
-        query(&c, db, sql, Array::new())
-    });
+    add_fn(
+        &mut module,
+        "query",
+        &["db: Database", "sql: String", "Array"],
+        docs_query,
+        true,
+        move |db: &mut Database, sql: &str| query(&c, db, sql, Array::new()),
+    );
     let c = ctx.clone();
     add_fn(
         &mut module,
@@ -122,9 +136,14 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
 
     let docs_one = "Like `query`, but returns the single row as a map; an error unless exactly one row comes back.";
     let c = ctx.clone();
-    add_fn(&mut module, "query_one", &["db: Database", "sql: String", "Map"], docs_one, true, move |db: &mut Database, sql: &str| {
-        query_one(&c, db, sql, Array::new())
-    });
+    add_fn(
+        &mut module,
+        "query_one",
+        &["db: Database", "sql: String", "Map"],
+        docs_one,
+        true,
+        move |db: &mut Database, sql: &str| query_one(&c, db, sql, Array::new()),
+    );
     let c = ctx.clone();
     add_fn(
         &mut module,
@@ -139,9 +158,14 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                         Planned in a dry run; refused when policy sets `[sql] allow_writes = false`.\n\
                         Without parameters the text may hold several statements.";
     let c = ctx.clone();
-    add_fn(&mut module, "execute", &["db: Database", "sql: String", "int"], docs_execute, true, move |db: &mut Database, sql: &str| {
-        execute(&c, db, sql, Array::new())
-    });
+    add_fn(
+        &mut module,
+        "execute",
+        &["db: Database", "sql: String", "int"],
+        docs_execute,
+        true,
+        move |db: &mut Database, sql: &str| execute(&c, db, sql, Array::new()),
+    );
     let c = ctx.clone();
     add_fn(
         &mut module,
@@ -161,7 +185,9 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
          `tx` has the same methods as the database. Nested calls use savepoints. In a dry run the body runs with\n\
          its writes planned.",
         true,
-        move |context: NativeCallContext, db: &mut Database, body: FnPtr| transaction(&c, &context, db, &body),
+        move |context: NativeCallContext, db: &mut Database, body: FnPtr| {
+            transaction(&c, &context, db, &body)
+        },
     );
 
     let c = ctx.clone();
@@ -204,7 +230,10 @@ fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
     if !method {
         return super::add_fn(module, name, params, docs, func);
     }
-    let comments: Vec<String> = docs.lines().map(|line| format!("/// {line}").trim_end().to_owned()).collect();
+    let comments: Vec<String> = docs
+        .lines()
+        .map(|line| format!("/// {line}").trim_end().to_owned())
+        .collect();
     rhai::FuncRegistration::new(name)
         .in_global_namespace()
         .with_volatility(true)
@@ -221,7 +250,9 @@ fn connect(ctx: &HostContext, url: &str, options: Map) -> HostResult<Database> {
     let timeout = options.duration("timeout")?.unwrap_or(DEFAULT_SQL_TIMEOUT);
     options.finish()?;
     if timeout.is_zero() {
-        return Err(host_error("sql::connect: option 'timeout' must be more than zero"));
+        return Err(host_error(
+            "sql::connect: option 'timeout' must be more than zero",
+        ));
     }
     // Before anything can be journaled: the password becomes a secret.
     let display = register_password(ctx, url);
@@ -250,13 +281,18 @@ fn connect(ctx: &HostContext, url: &str, options: Map) -> HostResult<Database> {
         *session.live.borrow_mut() = Some(live);
         Ok(())
     })?;
-    Ok(Database { session, planned_transaction: false })
+    Ok(Database {
+        session,
+        planned_transaction: false,
+    })
 }
 
 /// Registers the URL's password (user-info or `?password=`) as a secret and returns the URL
 /// without it.
 fn register_password(ctx: &HostContext, url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else { return url.to_owned() };
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
     if let Some(password) = parsed.password().map(str::to_owned) {
         ctx.register_secret(&password);
         if let Ok(decoded) = percent_encoding::percent_decode_str(&password).decode_utf8() {
@@ -264,7 +300,10 @@ fn register_password(ctx: &HostContext, url: &str) -> String {
         }
         let _ = parsed.set_password(None);
     }
-    let pairs: Vec<(String, String)> = parsed.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     if pairs.iter().any(|(key, _)| key == "password") {
         let mut kept = Vec::new();
         for (key, value) in &pairs {
@@ -283,8 +322,16 @@ fn register_password(ctx: &HostContext, url: &str) -> String {
     parsed.to_string()
 }
 
-fn target(ctx: &HostContext, url: &str, display: &str, timeout: Duration, read_only: bool) -> HostResult<Target> {
-    let invalid = |e: sqlx::Error| host_error(ctx.redact(&format!("sql::connect: invalid URL {display}: {e}")));
+fn target(
+    ctx: &HostContext,
+    url: &str,
+    display: &str,
+    timeout: Duration,
+    read_only: bool,
+) -> HostResult<Target> {
+    let invalid = |e: sqlx::Error| {
+        host_error(ctx.redact(&format!("sql::connect: invalid URL {display}: {e}")))
+    };
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut settings = vec![("statement_timeout", format!("{}", timeout.as_millis()))];
         if read_only {
@@ -315,11 +362,15 @@ fn target(ctx: &HostContext, url: &str, display: &str, timeout: Duration, read_o
                     options.get_filename().display()
                 ),
             );
-            options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(invalid)?.read_only(true);
+            options = SqliteConnectOptions::from_str("sqlite::memory:")
+                .map_err(invalid)?
+                .read_only(true);
         }
         return Ok(Target::Sqlite(Box::new(options)));
     }
-    Err(host_error(format!("sql::connect: unsupported URL {display}: expected postgres://... or sqlite:...")))
+    Err(host_error(format!(
+        "sql::connect: unsupported URL {display}: expected postgres://... or sqlite:..."
+    )))
 }
 
 impl Session {
@@ -336,25 +387,37 @@ impl Session {
             match &self.target {
                 Target::Postgres(options) => {
                     let mut conn = PgConnection::connect_with(options).await?;
-                    let pid: i32 = sqlx::query_scalar("select pg_backend_pid()").fetch_one(&mut conn).await?;
+                    let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
+                        .fetch_one(&mut conn)
+                        .await?;
                     Ok(Live::Postgres { conn, pid })
                 }
                 Target::Sqlite(options) => {
                     let mut conn = SqliteConnection::connect_with(options).await?;
                     let deadline = self.deadline.clone();
-                    conn.lock_handle().await?.set_progress_handler(1000, move || {
-                        let deadline = *deadline.lock().unwrap_or_else(|e| e.into_inner());
-                        deadline.is_none_or(|at| Instant::now() < at)
-                    });
+                    conn.lock_handle()
+                        .await?
+                        .set_progress_handler(1000, move || {
+                            let deadline = *deadline.lock().unwrap_or_else(|e| e.into_inner());
+                            deadline.is_none_or(|at| Instant::now() < at)
+                        });
                     Ok(Live::Sqlite(conn))
                 }
             }
         };
-        let failed = |why: String| host_error(ctx.redact(&format!("sql::connect: cannot connect to {}: {why}", self.display)));
+        let failed = |why: String| {
+            host_error(ctx.redact(&format!(
+                "sql::connect: cannot connect to {}: {why}",
+                self.display
+            )))
+        };
         match ctx.block_on(within(self.timeout, future))? {
             Ok(Ok(live)) => Ok(live),
             Ok(Err(error)) => Err(failed(connect_error_text(&error))),
-            Err(_) => Err(failed(format!("timed out after {}", humantime::format_duration(self.timeout)))),
+            Err(_) => Err(failed(format!(
+                "timed out after {}",
+                humantime::format_duration(self.timeout)
+            ))),
         }
     }
 
@@ -417,11 +480,16 @@ impl Session {
         if self.depth.get() > 0 {
             self.lost_in_transaction.set(true);
         }
-        let (Some(pid), Target::Postgres(options)) = (pid, &self.target) else { return };
+        let (Some(pid), Target::Postgres(options)) = (pid, &self.target) else {
+            return;
+        };
         let options = options.as_ref().clone();
         let cancel = async move {
             let mut conn = PgConnection::connect_with(&options).await?;
-            sqlx::query("select pg_cancel_backend($1)").bind(pid).execute(&mut conn).await?;
+            sqlx::query("select pg_cancel_backend($1)")
+                .bind(pid)
+                .execute(&mut conn)
+                .await?;
             conn.close().await
         };
         // Not through `ctx.block_on`: the run may already be cancelled, and this must still happen.
@@ -431,7 +499,10 @@ impl Session {
 
 /// `tokio::time::timeout`, created inside the future: a timer needs the runtime, and the engine
 /// thread only enters it in `block_on`.
-async fn within<F: Future>(limit: Duration, future: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+async fn within<F: Future>(
+    limit: Duration,
+    future: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
     tokio::time::timeout(limit, future).await
 }
 
@@ -451,7 +522,9 @@ fn params_of(what: &str, params: &Array) -> HostResult<Vec<Param>> {
     params
         .iter()
         .enumerate()
-        .map(|(i, value)| Param::from_dynamic(i + 1, value).map_err(|why| host_error(format!("{what}: {why}"))))
+        .map(|(i, value)| {
+            Param::from_dynamic(i + 1, value).map_err(|why| host_error(format!("{what}: {why}")))
+        })
         .collect()
 }
 
@@ -465,7 +538,13 @@ fn excerpt(sql: &str) -> String {
     format!("{cut}...")
 }
 
-fn statement_effect<'a>(db: &Database, action: &'a str, sql: &str, params: &[Param], read_only: bool) -> Effect<'a> {
+fn statement_effect<'a>(
+    db: &Database,
+    action: &'a str,
+    sql: &str,
+    params: &[Param],
+    read_only: bool,
+) -> Effect<'a> {
     Effect {
         namespace: "sql",
         action,
@@ -475,13 +554,23 @@ fn statement_effect<'a>(db: &Database, action: &'a str, sql: &str, params: &[Par
             "params": params.iter().map(Param::evidence).collect::<Vec<_>>(),
         }),
         read_only,
-        subject: if read_only { Subject::None } else { Subject::SqlWrite },
+        subject: if read_only {
+            Subject::None
+        } else {
+            Subject::SqlWrite
+        },
     }
 }
 
 /// Explains a failed statement: the server's message, the statement with a caret under the
 /// position the server names, its detail and hint.
-fn statement_error(ctx: &HostContext, db: &Database, what: &str, sql: &str, error: &sqlx::Error) -> Box<rhai::EvalAltResult> {
+fn statement_error(
+    ctx: &HostContext,
+    db: &Database,
+    what: &str,
+    sql: &str,
+    error: &sqlx::Error,
+) -> Box<rhai::EvalAltResult> {
     let session = &db.session;
     let mut message = format!("{what} failed on {}: ", session.display);
     let mut caret = None;
@@ -489,7 +578,9 @@ fn statement_error(ctx: &HostContext, db: &Database, what: &str, sql: &str, erro
         sqlx::Error::Database(db_error) => {
             let code = db_error.code().map(|c| c.into_owned()).unwrap_or_default();
             let timed_out = match session.target {
-                Target::Postgres(_) => code == "57014" && db_error.message().contains("statement timeout"),
+                Target::Postgres(_) => {
+                    code == "57014" && db_error.message().contains("statement timeout")
+                }
                 // SQLITE_INTERRUPT: the progress handler stopped a statement past its deadline.
                 Target::Sqlite(_) => code == "9",
             };
@@ -501,8 +592,12 @@ fn statement_error(ctx: &HostContext, db: &Database, what: &str, sql: &str, erro
             } else {
                 message.push_str(db_error.message());
                 match session.target {
-                    Target::Postgres(_) if !code.is_empty() => message.push_str(&format!(" (SQLSTATE {code})")),
-                    Target::Sqlite(_) if !code.is_empty() => message.push_str(&format!(" (SQLite error {code})")),
+                    Target::Postgres(_) if !code.is_empty() => {
+                        message.push_str(&format!(" (SQLSTATE {code})"))
+                    }
+                    Target::Sqlite(_) if !code.is_empty() => {
+                        message.push_str(&format!(" (SQLite error {code})"))
+                    }
                     _ => {}
                 }
             }
@@ -530,8 +625,13 @@ fn statement_error(ctx: &HostContext, db: &Database, what: &str, sql: &str, erro
 /// line under it (the excerpt is then a window of the statement around that position).
 fn statement_with_caret(sql: &str, position: Option<usize>) -> String {
     const LABEL: &str = "  statement: ";
-    let Some(position) = position else { return format!("\n{LABEL}{}", excerpt(sql)) };
-    let chars: Vec<char> = sql.chars().map(|c| if c.is_whitespace() { ' ' } else { c }).collect();
+    let Some(position) = position else {
+        return format!("\n{LABEL}{}", excerpt(sql));
+    };
+    let chars: Vec<char> = sql
+        .chars()
+        .map(|c| if c.is_whitespace() { ' ' } else { c })
+        .collect();
     let at = position.saturating_sub(1).min(chars.len());
     let start = at.saturating_sub(EXCERPT / 2);
     let end = (start + EXCERPT).min(chars.len());
@@ -544,7 +644,12 @@ fn statement_with_caret(sql: &str, position: Option<usize>) -> String {
 
 /// Runs `sql` and returns its rows. In a read-only PostgreSQL session (outside an open
 /// transaction) the statement runs inside `BEGIN READ ONLY ... ROLLBACK`.
-fn fetch(ctx: &HostContext, db: &Database, sql: &str, params: Vec<Param>) -> HostResult<Result<Vec<Map>, sqlx::Error>> {
+fn fetch(
+    ctx: &HostContext,
+    db: &Database,
+    sql: &str,
+    params: Vec<Param>,
+) -> HostResult<Result<Vec<Map>, sqlx::Error>> {
     let session = &db.session;
     let wrap = session.read_only && session.depth.get() == 0;
     let sql = sql.to_owned();
@@ -563,7 +668,12 @@ fn fetch(ctx: &HostContext, db: &Database, sql: &str, params: Vec<Param>) -> Hos
                     if wrap {
                         conn.execute(sqlx::raw_sql("rollback")).await?;
                     }
-                    rows?.iter().map(|row| value::pg_row(row).map_err(|why| sqlx::Error::Decode(why.into()))).collect()
+                    rows?
+                        .iter()
+                        .map(|row| {
+                            value::pg_row(row).map_err(|why| sqlx::Error::Decode(why.into()))
+                        })
+                        .collect()
                 }
                 Live::Sqlite(conn) => {
                     sqlite_parameter_count(conn, &sql, params.len()).await?;
@@ -572,7 +682,11 @@ fn fetch(ctx: &HostContext, db: &Database, sql: &str, params: Vec<Param>) -> Hos
                         query = value::bind_sqlite(query, param);
                     }
                     let rows = query.fetch_all(&mut *conn).await?;
-                    rows.iter().map(|row| value::sqlite_row(row).map_err(|why| sqlx::Error::Decode(why.into()))).collect()
+                    rows.iter()
+                        .map(|row| {
+                            value::sqlite_row(row).map_err(|why| sqlx::Error::Decode(why.into()))
+                        })
+                        .collect()
                 }
             }
         }
@@ -585,7 +699,8 @@ fn query(ctx: &HostContext, db: &Database, sql: &str, params: Array) -> HostResu
     let params = params_of("sql::query", &params)?;
     let effect = statement_effect(db, "query", sql, &params, true);
     let outcome = ctx.effect(effect, |event| {
-        let rows = fetch(ctx, db, sql, params.clone())?.map_err(|e| statement_error(ctx, db, "sql::query", sql, &e))?;
+        let rows = fetch(ctx, db, sql, params.clone())?
+            .map_err(|e| statement_error(ctx, db, "sql::query", sql, &e))?;
         event.insert("rows".into(), json!(rows.len()));
         Ok(rows)
     })?;
@@ -599,8 +714,8 @@ fn query_one(ctx: &HostContext, db: &Database, sql: &str, params: Array) -> Host
     let params = params_of("sql::query_one", &params)?;
     let effect = statement_effect(db, "query_one", sql, &params, true);
     let outcome = ctx.effect(effect, |event| {
-        let mut rows =
-            fetch(ctx, db, sql, params.clone())?.map_err(|e| statement_error(ctx, db, "sql::query_one", sql, &e))?;
+        let mut rows = fetch(ctx, db, sql, params.clone())?
+            .map_err(|e| statement_error(ctx, db, "sql::query_one", sql, &e))?;
         event.insert("rows".into(), json!(rows.len()));
         if rows.len() != 1 {
             return Err(host_error(ctx.redact(&format!(
@@ -624,14 +739,17 @@ fn execute(ctx: &HostContext, db: &Database, sql: &str, params: Array) -> HostRe
         if db.planned_transaction {
             // Unreachable in practice: a planned transaction only exists in a dry run, where the
             // gate plans this statement. Kept so a write can never run on a read-only path.
-            return Err(host_error("sql::execute: cannot write inside a planned transaction"));
+            return Err(host_error(
+                "sql::execute: cannot write inside a planned transaction",
+            ));
         }
         let owned = sql.to_owned();
         let result = db.session.run(ctx, move |mut live| async move {
             let result = match &mut live {
-                Live::Postgres { conn, .. } if params.is_empty() => {
-                    conn.execute(sqlx::raw_sql(AssertSqlSafe(owned))).await.map(|r| r.rows_affected())
-                }
+                Live::Postgres { conn, .. } if params.is_empty() => conn
+                    .execute(sqlx::raw_sql(AssertSqlSafe(owned)))
+                    .await
+                    .map(|r| r.rows_affected()),
                 Live::Postgres { conn, .. } => {
                     let mut query = sqlx::query(AssertSqlSafe(owned));
                     for param in &params {
@@ -639,9 +757,10 @@ fn execute(ctx: &HostContext, db: &Database, sql: &str, params: Array) -> HostRe
                     }
                     query.execute(&mut *conn).await.map(|r| r.rows_affected())
                 }
-                Live::Sqlite(conn) if params.is_empty() => {
-                    conn.execute(sqlx::raw_sql(AssertSqlSafe(owned))).await.map(|r| r.rows_affected())
-                }
+                Live::Sqlite(conn) if params.is_empty() => conn
+                    .execute(sqlx::raw_sql(AssertSqlSafe(owned)))
+                    .await
+                    .map(|r| r.rows_affected()),
                 Live::Sqlite(conn) => {
                     if let Err(error) = sqlite_parameter_count(conn, &owned, params.len()).await {
                         return (live, Err(error));
@@ -667,15 +786,25 @@ fn execute(ctx: &HostContext, db: &Database, sql: &str, params: Array) -> HostRe
 
 /// SQLite binds missing parameters as NULL and ignores extra ones; a wrong count is an error
 /// here, as it is on PostgreSQL.
-async fn sqlite_parameter_count(conn: &mut SqliteConnection, sql: &str, given: usize) -> Result<(), sqlx::Error> {
+async fn sqlite_parameter_count(
+    conn: &mut SqliteConnection,
+    sql: &str,
+    given: usize,
+) -> Result<(), sqlx::Error> {
     use sqlx::Statement;
-    let statement = (&mut *conn).prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(sql.to_owned()))).await?;
+    let statement = (&mut *conn)
+        .prepare(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(
+            sql.to_owned(),
+        )))
+        .await?;
     match statement.parameters() {
-        Some(sqlx::Either::Right(expected)) if expected != given => Err(sqlx::Error::Protocol(format!(
-            "the statement has {expected} parameter{} but {given} {} given",
-            if expected == 1 { "" } else { "s" },
-            if given == 1 { "was" } else { "were" }
-        ))),
+        Some(sqlx::Either::Right(expected)) if expected != given => {
+            Err(sqlx::Error::Protocol(format!(
+                "the statement has {expected} parameter{} but {given} {} given",
+                if expected == 1 { "" } else { "s" },
+                if given == 1 { "was" } else { "were" }
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -694,7 +823,9 @@ fn control(ctx: &HostContext, db: &Database, sql: &'static str) -> HostResult<()
 
 /// Best effort, bounded, and not cancellable: used to roll back after a failure or a cancel.
 fn rollback_quietly(ctx: &HostContext, db: &Database, sql: &'static str) {
-    let Some(mut live) = db.session.live.borrow_mut().take() else { return };
+    let Some(mut live) = db.session.live.borrow_mut().take() else {
+        return;
+    };
     let future = async {
         match &mut live {
             Live::Postgres { conn, .. } => conn.execute(sqlx::raw_sql(sql)).await.map(|_| ()),
@@ -706,7 +837,12 @@ fn rollback_quietly(ctx: &HostContext, db: &Database, sql: &'static str) {
     }
 }
 
-fn transaction(ctx: &HostContext, context: &NativeCallContext, db: &Database, body: &FnPtr) -> HostResult<Dynamic> {
+fn transaction(
+    ctx: &HostContext,
+    context: &NativeCallContext,
+    db: &Database,
+    body: &FnPtr,
+) -> HostResult<Dynamic> {
     let session = &db.session;
     let effect = Effect {
         namespace: "sql",
@@ -723,19 +859,42 @@ fn transaction(ctx: &HostContext, context: &NativeCallContext, db: &Database, bo
         } else {
             // One savepoint name per depth: a nested transaction at depth N only ever sees its own.
             const NAMES: [(&str, &str, &str); 4] = [
-                ("savepoint glow_1", "release savepoint glow_1", "rollback to savepoint glow_1; release savepoint glow_1"),
-                ("savepoint glow_2", "release savepoint glow_2", "rollback to savepoint glow_2; release savepoint glow_2"),
-                ("savepoint glow_3", "release savepoint glow_3", "rollback to savepoint glow_3; release savepoint glow_3"),
-                ("savepoint glow_4", "release savepoint glow_4", "rollback to savepoint glow_4; release savepoint glow_4"),
+                (
+                    "savepoint glow_1",
+                    "release savepoint glow_1",
+                    "rollback to savepoint glow_1; release savepoint glow_1",
+                ),
+                (
+                    "savepoint glow_2",
+                    "release savepoint glow_2",
+                    "rollback to savepoint glow_2; release savepoint glow_2",
+                ),
+                (
+                    "savepoint glow_3",
+                    "release savepoint glow_3",
+                    "rollback to savepoint glow_3; release savepoint glow_3",
+                ),
+                (
+                    "savepoint glow_4",
+                    "release savepoint glow_4",
+                    "rollback to savepoint glow_4; release savepoint glow_4",
+                ),
             ];
-            *NAMES.get(depth - 1).ok_or_else(|| host_error("sql::transaction: nested more than 5 deep"))?
+            *NAMES
+                .get(depth - 1)
+                .ok_or_else(|| host_error("sql::transaction: nested more than 5 deep"))?
         };
         control(ctx, db, begin)?;
         session.depth.set(depth + 1);
-        let tx = Database { session: session.clone(), planned_transaction: false };
+        let tx = Database {
+            session: session.clone(),
+            planned_transaction: false,
+        };
         let result = body.call_within_context::<Dynamic>(context, (tx,));
         let ended = match &result {
-            Ok(_) if !session.lost_in_transaction.get() => control(ctx, db, commit).map(|()| "committed"),
+            Ok(_) if !session.lost_in_transaction.get() => {
+                control(ctx, db, commit).map(|()| "committed")
+            }
             _ => {
                 rollback_quietly(ctx, db, rollback);
                 Ok("rolled back")
@@ -754,7 +913,10 @@ fn transaction(ctx: &HostContext, context: &NativeCallContext, db: &Database, bo
         Outcome::Done(value) => Ok(value),
         // A dry run: the body still runs so its reads happen and its writes are planned.
         Outcome::Planned => {
-            let tx = Database { session: session.clone(), planned_transaction: true };
+            let tx = Database {
+                session: session.clone(),
+                planned_transaction: true,
+            };
             body.call_within_context::<Dynamic>(context, (tx,))
         }
     }
@@ -771,8 +933,11 @@ struct MigrationFile {
 
 /// The `*.sql` files of `dir`, in file-name order, with their checksums.
 fn migration_files(dir: &str) -> HostResult<Vec<MigrationFile>> {
-    let entries = std::fs::read_dir(Path::new(dir))
-        .map_err(|e| host_error(format!("sql::migrate: cannot read migrations folder {dir}: {e}")))?;
+    let entries = std::fs::read_dir(Path::new(dir)).map_err(|e| {
+        host_error(format!(
+            "sql::migrate: cannot read migrations folder {dir}: {e}"
+        ))
+    })?;
     let mut files = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| host_error(format!("sql::migrate: reading {dir}: {e}")))?;
@@ -780,10 +945,15 @@ fn migration_files(dir: &str) -> HostResult<Vec<MigrationFile>> {
         if !name.ends_with(".sql") || !entry.path().is_file() {
             continue;
         }
-        let bytes = std::fs::read(entry.path()).map_err(|e| host_error(format!("sql::migrate: reading {name}: {e}")))?;
+        let bytes = std::fs::read(entry.path())
+            .map_err(|e| host_error(format!("sql::migrate: reading {name}: {e}")))?;
         let text = String::from_utf8(bytes.clone())
             .map_err(|_| host_error(format!("sql::migrate: {name} is not UTF-8 text")))?;
-        files.push(MigrationFile { name, sha256: crate::config::sha256_hex(&bytes), text });
+        files.push(MigrationFile {
+            name,
+            sha256: crate::config::sha256_hex(&bytes),
+            text,
+        });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
@@ -791,7 +961,10 @@ fn migration_files(dir: &str) -> HostResult<Vec<MigrationFile>> {
 
 /// SHA-256 over every file's name and checksum, in order: the migration hash.
 fn migration_hash(files: &[MigrationFile]) -> String {
-    let lines: String = files.iter().map(|f| format!("{}\t{}\n", f.name, f.sha256)).collect();
+    let lines: String = files
+        .iter()
+        .map(|f| format!("{}\t{}\n", f.name, f.sha256))
+        .collect();
     crate::config::sha256_hex(lines.as_bytes())
 }
 
@@ -799,15 +972,22 @@ fn migration_hash(files: &[MigrationFile]) -> String {
 fn applied_history(ctx: &HostContext, db: &Database) -> HostResult<Vec<(String, String)>> {
     let exists_sql = match db.session.target {
         Target::Postgres(_) => "select (to_regclass('glow_migrations') is not null) as present",
-        Target::Sqlite(_) => "select count(*) > 0 as present from sqlite_master where type = 'table' and name = 'glow_migrations'",
+        Target::Sqlite(_) => {
+            "select count(*) > 0 as present from sqlite_master where type = 'table' and name = 'glow_migrations'"
+        }
     };
-    let rows = fetch(ctx, db, exists_sql, Vec::new())?.map_err(|e| statement_error(ctx, db, "sql::migrate", exists_sql, &e))?;
-    let present = rows.first().and_then(|row| row.get("present")).is_some_and(|v| v.as_bool().unwrap_or(v.as_int().unwrap_or(0) != 0));
+    let rows = fetch(ctx, db, exists_sql, Vec::new())?
+        .map_err(|e| statement_error(ctx, db, "sql::migrate", exists_sql, &e))?;
+    let present = rows
+        .first()
+        .and_then(|row| row.get("present"))
+        .is_some_and(|v| v.as_bool().unwrap_or(v.as_int().unwrap_or(0) != 0));
     if !present {
         return Ok(Vec::new());
     }
     let sql = "select name, sha256 from glow_migrations order by name";
-    let rows = fetch(ctx, db, sql, Vec::new())?.map_err(|e| statement_error(ctx, db, "sql::migrate", sql, &e))?;
+    let rows = fetch(ctx, db, sql, Vec::new())?
+        .map_err(|e| statement_error(ctx, db, "sql::migrate", sql, &e))?;
     Ok(rows
         .into_iter()
         .map(|row| {
@@ -818,7 +998,11 @@ fn applied_history(ctx: &HostContext, db: &Database) -> HostResult<Vec<(String, 
 }
 
 /// The files not yet applied; an applied file whose checksum changed is an error naming it.
-fn pending_files(ctx: &HostContext, db: &Database, files: Vec<MigrationFile>) -> HostResult<Vec<MigrationFile>> {
+fn pending_files(
+    ctx: &HostContext,
+    db: &Database,
+    files: Vec<MigrationFile>,
+) -> HostResult<Vec<MigrationFile>> {
     let history = applied_history(ctx, db)?;
     let mut pending = Vec::new();
     for file in files {
@@ -856,7 +1040,15 @@ fn pending(ctx: &HostContext, db: &Database, dir: &str) -> HostResult<Array> {
     let outcome = ctx.effect(effect, |event| {
         let files = migration_files(dir)?;
         let pending = pending_files(ctx, db, files)?;
-        event.insert("pending".into(), json!(pending.iter().map(|f| json!({ "name": f.name, "sha256": f.sha256 })).collect::<Vec<_>>()));
+        event.insert(
+            "pending".into(),
+            json!(
+                pending
+                    .iter()
+                    .map(|f| json!({ "name": f.name, "sha256": f.sha256 }))
+                    .collect::<Vec<_>>()
+            ),
+        );
         Ok(pending.iter().map(name_and_sum).collect())
     })?;
     match outcome {
@@ -893,15 +1085,28 @@ fn migrate(ctx: &HostContext, db: &Database, dir: &str) -> HostResult<Map> {
             applied.push(file);
             event.insert(
                 "applied".into(),
-                json!(applied.iter().map(|f| json!({ "name": f.name, "sha256": f.sha256 })).collect::<Vec<_>>()),
+                json!(
+                    applied
+                        .iter()
+                        .map(|f| json!({ "name": f.name, "sha256": f.sha256 }))
+                        .collect::<Vec<_>>()
+                ),
             );
         }
         event.insert(
             "applied".into(),
-            json!(applied.iter().map(|f| json!({ "name": f.name, "sha256": f.sha256 })).collect::<Vec<_>>()),
+            json!(
+                applied
+                    .iter()
+                    .map(|f| json!({ "name": f.name, "sha256": f.sha256 }))
+                    .collect::<Vec<_>>()
+            ),
         );
         Ok(map_of([
-            ("applied", Dynamic::from_array(applied.iter().map(|f| name_and_sum(f)).collect())),
+            (
+                "applied",
+                Dynamic::from_array(applied.iter().map(|f| name_and_sum(f)).collect()),
+            ),
             ("hash", Dynamic::from(hash)),
             ("planned", Dynamic::from(planned)),
         ]))
@@ -913,10 +1118,17 @@ fn migrate(ctx: &HostContext, db: &Database, dir: &str) -> HostResult<Map> {
 }
 
 /// Applies one file in its own transaction and records it in the history table.
-fn apply(ctx: &HostContext, db: &Database, dir: &str, file: &MigrationFile) -> HostResult<Outcome<()>> {
+fn apply(
+    ctx: &HostContext,
+    db: &Database,
+    dir: &str,
+    file: &MigrationFile,
+) -> HostResult<Outcome<()>> {
     let session = &db.session;
     if session.depth.get() > 0 {
-        return Err(host_error("sql::migrate cannot run inside a transaction: each migration has its own"));
+        return Err(host_error(
+            "sql::migrate cannot run inside a transaction: each migration has its own",
+        ));
     }
     let effect = Effect {
         namespace: "sql",
@@ -935,19 +1147,40 @@ fn apply(ctx: &HostContext, db: &Database, dir: &str, file: &MigrationFile) -> H
         let applied_at = value::rfc3339(&chrono::Utc::now());
         let result = session.run(ctx, move |mut live| async move {
             let result = match &mut live {
-                Live::Postgres { conn, .. } => apply_postgres(conn, &text, &name, &sha256, &run_id).await,
-                Live::Sqlite(conn) => apply_sqlite(conn, &text, &name, &sha256, &run_id, &applied_at).await,
+                Live::Postgres { conn, .. } => {
+                    apply_postgres(conn, &text, &name, &sha256, &run_id).await
+                }
+                Live::Sqlite(conn) => {
+                    apply_sqlite(conn, &text, &name, &sha256, &run_id, &applied_at).await
+                }
             };
             (live, result)
         })?;
-        result.map_err(|e| statement_error(ctx, db, &format!("sql::migrate {}", file.name), &file.text, &e))
+        result.map_err(|e| {
+            statement_error(
+                ctx,
+                db,
+                &format!("sql::migrate {}", file.name),
+                &file.text,
+                &e,
+            )
+        })
     })
 }
 
-async fn apply_postgres(conn: &mut PgConnection, text: &str, name: &str, sha256: &str, run_id: &str) -> Result<(), sqlx::Error> {
+async fn apply_postgres(
+    conn: &mut PgConnection,
+    text: &str,
+    name: &str,
+    sha256: &str,
+    run_id: &str,
+) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
     // Two runs migrating the same database take turns; the second finds the file applied.
-    tx.execute(sqlx::raw_sql("select pg_advisory_xact_lock(7405391250871245903)")).await?;
+    tx.execute(sqlx::raw_sql(
+        "select pg_advisory_xact_lock(7405391250871245903)",
+    ))
+    .await?;
     tx.execute(sqlx::raw_sql(
         "create table if not exists glow_migrations (
             name text primary key,
@@ -957,20 +1190,24 @@ async fn apply_postgres(conn: &mut PgConnection, text: &str, name: &str, sha256:
         )",
     ))
     .await?;
-    let already: Option<String> = sqlx::query_scalar("select sha256 from glow_migrations where name = $1")
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let already: Option<String> =
+        sqlx::query_scalar("select sha256 from glow_migrations where name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
     if already.is_some() {
         return tx.rollback().await;
     }
-    tx.execute(sqlx::raw_sql(AssertSqlSafe(text.to_owned()))).await?;
-    sqlx::query("insert into glow_migrations (name, sha256, applied_at, run_id) values ($1, $2, now(), $3)")
-        .bind(name)
-        .bind(sha256)
-        .bind(run_id)
-        .execute(&mut *tx)
+    tx.execute(sqlx::raw_sql(AssertSqlSafe(text.to_owned())))
         .await?;
+    sqlx::query(
+        "insert into glow_migrations (name, sha256, applied_at, run_id) values ($1, $2, now(), $3)",
+    )
+    .bind(name)
+    .bind(sha256)
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }
 
@@ -992,21 +1229,25 @@ async fn apply_sqlite(
         )",
     ))
     .await?;
-    let already: Option<String> = sqlx::query_scalar("select sha256 from glow_migrations where name = ?")
-        .bind(name)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let already: Option<String> =
+        sqlx::query_scalar("select sha256 from glow_migrations where name = ?")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
     if already.is_some() {
         return tx.rollback().await;
     }
-    tx.execute(sqlx::raw_sql(AssertSqlSafe(text.to_owned()))).await?;
-    sqlx::query("insert into glow_migrations (name, sha256, applied_at, run_id) values (?, ?, ?, ?)")
-        .bind(name)
-        .bind(sha256)
-        .bind(applied_at)
-        .bind(run_id)
-        .execute(&mut *tx)
+    tx.execute(sqlx::raw_sql(AssertSqlSafe(text.to_owned())))
         .await?;
+    sqlx::query(
+        "insert into glow_migrations (name, sha256, applied_at, run_id) values (?, ?, ?, ?)",
+    )
+    .bind(name)
+    .bind(sha256)
+    .bind(applied_at)
+    .bind(run_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }
 

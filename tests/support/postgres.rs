@@ -62,7 +62,12 @@ fn find_bin() -> Result<PathBuf, String> {
         return Ok(real.parent().unwrap().to_owned());
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path().join("bin")).collect())
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     versions.retain(|dir| dir.join("initdb").exists());
     versions.sort_by_key(|dir| {
@@ -81,7 +86,10 @@ fn find_bin() -> Result<PathBuf, String> {
 
 fn which_initdb() -> Result<PathBuf, ()> {
     let path = std::env::var_os("PATH").ok_or(())?;
-    std::env::split_paths(&path).map(|dir| dir.join("initdb")).find(|p| p.is_file()).ok_or(())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("initdb"))
+        .find(|p| p.is_file())
+        .ok_or(())
 }
 
 fn is_root() -> bool {
@@ -92,7 +100,12 @@ fn is_root() -> bool {
 fn server_command(bin: &Path, program: &str) -> Command {
     if is_root() {
         let mut command = Command::new("setpriv");
-        command.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]);
+        command.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--init-groups",
+            "--",
+        ]);
         command.arg(bin.join(program));
         command
     } else {
@@ -101,7 +114,10 @@ fn server_command(bin: &Path, program: &str) -> Command {
 }
 
 fn run(mut command: Command, what: &str) -> Result<String, String> {
-    let output = command.stdin(Stdio::null()).output().map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
     if !output.status.success() {
         return Err(format!(
             "{what} failed ({})\n{}{}",
@@ -114,13 +130,21 @@ fn run(mut command: Command, what: &str) -> Result<String, String> {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start() -> Result<Cluster, String> {
     let bin = find_bin()?;
     // Kept (not deleted on drop): the teardown removes it after the server has stopped.
-    let root = tempfile::Builder::new().prefix("glow-pg-").tempdir().map_err(|e| e.to_string())?.keep();
+    let root = tempfile::Builder::new()
+        .prefix("glow-pg-")
+        .tempdir()
+        .map_err(|e| e.to_string())?
+        .keep();
     let data = root.join("data");
     let pwfile = root.join("pwfile");
     std::fs::write(&pwfile, PASSWORD).map_err(|e| e.to_string())?;
@@ -145,14 +169,23 @@ fn start() -> Result<Cluster, String> {
         )?;
         let gid: u32 = gid.trim().parse().map_err(|_| format!("odd gid {gid}"))?;
         for path in [&root, &pwfile] {
-            nix::unistd::chown(path.as_path(), Some(uid.into()), Some(gid.into())).map_err(|e| format!("chown {}: {e}", path.display()))?;
+            nix::unistd::chown(path.as_path(), Some(uid.into()), Some(gid.into()))
+                .map_err(|e| format!("chown {}: {e}", path.display()))?;
         }
     }
     let mut initdb = server_command(&bin, "initdb");
     initdb
         .arg("-D")
         .arg(&data)
-        .args(["-U", USER, "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-locale", "--no-sync"])
+        .args([
+            "-U",
+            USER,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+        ])
         .arg(format!("--pwfile={}", pwfile.display()));
     run(initdb, "initdb")?;
 
@@ -198,7 +231,10 @@ extern "C" fn stop_at_exit() {
 impl Cluster {
     fn stop_command(&self) -> Command {
         let mut command = server_command(&self.bin, "pg_ctl");
-        command.arg("-D").arg(self.root.join("data")).args(["-m", "immediate", "-w", "stop"]);
+        command
+            .arg("-D")
+            .arg(self.root.join("data"))
+            .args(["-m", "immediate", "-w", "stop"]);
         command.stdout(Stdio::null()).stderr(Stdio::null());
         command
     }
@@ -221,7 +257,10 @@ impl Cluster {
                 .chain(command.get_args().map(|a| a.to_string_lossy().into_owned()))
                 .collect()
         };
-        let quoted: Vec<String> = stop.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect();
+        let quoted: Vec<String> = stop
+            .iter()
+            .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+            .collect();
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf '{root}'",
             pid = std::process::id(),
@@ -238,17 +277,26 @@ impl Cluster {
 
     /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/NAME`
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     pub fn url_with_password(&self, database: &str, password: &str) -> String {
-        format!("postgres://{USER}:{password}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://{USER}:{password}@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     pub fn create_database(&self) -> Database {
         let name = format!("test_{}", NEXT_DATABASE.fetch_add(1, Ordering::SeqCst));
         self.psql("postgres", &format!("create database {name}"));
-        Database { url: self.url(&name), name }
+        Database {
+            url: self.url(&name),
+            name,
+        }
     }
 
     fn client(&self, program: &str) -> Command {
@@ -270,7 +318,18 @@ impl Cluster {
     /// Panics on any error.
     pub fn psql(&self, database: &str, sql: &str) -> String {
         let mut command = self.client("psql");
-        command.args(["-X", "-v", "ON_ERROR_STOP=1", "-A", "-t", "-q", "-d", database, "-c", sql]);
+        command.args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-A",
+            "-t",
+            "-q",
+            "-d",
+            database,
+            "-c",
+            sql,
+        ]);
         run(command, &format!("psql -c {sql:?}")).unwrap_or_else(|why| panic!("{why}"))
     }
 

@@ -63,7 +63,8 @@ impl Param {
         }
         if value.is_array() {
             let items = value.clone().cast::<Array>();
-            return Ok(Self::array(&items).unwrap_or_else(|| Self::Json(crate::host::json::from_dynamic(value))));
+            return Ok(Self::array(&items)
+                .unwrap_or_else(|| Self::Json(crate::host::json::from_dynamic(value))));
         }
         Err(format!(
             "parameter {index} is a {}, which cannot be bound (use (), bool, int, float, string, blob, timestamp, map or array)",
@@ -76,16 +77,25 @@ impl Param {
     fn array(items: &[Dynamic]) -> Option<Self> {
         let typed = |test: fn(&Dynamic) -> bool| items.iter().all(|v| v.is_unit() || test(v));
         if typed(Dynamic::is_string) {
-            return Some(Self::Texts(items.iter().map(|v| (!v.is_unit()).then(|| v.to_string())).collect()));
+            return Some(Self::Texts(
+                items
+                    .iter()
+                    .map(|v| (!v.is_unit()).then(|| v.to_string()))
+                    .collect(),
+            ));
         }
         if typed(Dynamic::is_int) {
             return Some(Self::Ints(items.iter().map(|v| v.as_int().ok()).collect()));
         }
         if typed(Dynamic::is_float) {
-            return Some(Self::Floats(items.iter().map(|v| v.as_float().ok()).collect()));
+            return Some(Self::Floats(
+                items.iter().map(|v| v.as_float().ok()).collect(),
+            ));
         }
         if typed(Dynamic::is_bool) {
-            return Some(Self::Bools(items.iter().map(|v| v.as_bool().ok()).collect()));
+            return Some(Self::Bools(
+                items.iter().map(|v| v.as_bool().ok()).collect(),
+            ));
         }
         None
     }
@@ -100,14 +110,21 @@ impl Param {
             Self::Int(i) => json!(i),
             Self::Float(f) => json!(f),
             Self::Text(text) if text.len() > MAX => {
-                let cut = (0..=MAX).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+                let cut = (0..=MAX)
+                    .rev()
+                    .find(|&i| text.is_char_boundary(i))
+                    .unwrap_or(0);
                 json!(format!("{}... ({} bytes)", &text[..cut], text.len()))
             }
             Self::Text(text) => json!(text),
             Self::Bytes(bytes) => json!(format!("<blob, {} bytes>", bytes.len())),
             Self::Json(value) => {
                 let text = value.to_string();
-                if text.len() > MAX { json!(format!("<json, {} bytes>", text.len())) } else { value.clone() }
+                if text.len() > MAX {
+                    json!(format!("<json, {} bytes>", text.len()))
+                } else {
+                    value.clone()
+                }
             }
             Self::Timestamp(ts) => json!(rfc3339(ts)),
             Self::Ints(v) => json!(v),
@@ -137,7 +154,10 @@ impl sqlx::Encode<'_, Postgres> for UntypedNull {
     }
 }
 
-pub fn bind_pg<'q>(query: Query<'q, Postgres, PgArguments>, param: &Param) -> Query<'q, Postgres, PgArguments> {
+pub fn bind_pg<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    param: &Param,
+) -> Query<'q, Postgres, PgArguments> {
     match param.clone() {
         Param::Null => query.bind(UntypedNull),
         Param::Bool(v) => query.bind(v),
@@ -203,8 +223,13 @@ fn array_of<T>(items: Vec<Option<T>>, convert: impl Fn(T) -> Dynamic) -> Dynamic
 pub fn pg_row(row: &PgRow) -> Result<Map, String> {
     let mut map = Map::new();
     for column in row.columns() {
-        let value = pg_column(row, column.ordinal(), column.type_info())
-            .map_err(|why| format!("column '{}' ({}): {why}", column.name(), column.type_info().name()))?;
+        let value = pg_column(row, column.ordinal(), column.type_info()).map_err(|why| {
+            format!(
+                "column '{}' ({}): {why}",
+                column.name(),
+                column.type_info().name()
+            )
+        })?;
         map.insert(column.name().into(), value);
     }
     Ok(map)
@@ -222,7 +247,8 @@ fn pg_column(row: &PgRow, index: usize, declared: &PgTypeInfo) -> Result<Dynamic
     let type_info = base_type(declared);
     macro_rules! get {
         ($ty:ty) => {
-            row.try_get_unchecked::<Option<$ty>, _>(index).map_err(|e| e.to_string())?
+            row.try_get_unchecked::<Option<$ty>, _>(index)
+                .map_err(|e| e.to_string())?
         };
     }
     let text = |v: String| Dynamic::from(v);
@@ -232,39 +258,69 @@ fn pg_column(row: &PgRow, index: usize, declared: &PgTypeInfo) -> Result<Dynamic
         "INT2" => opt(get!(i16), |v| Dynamic::from(i64::from(v))),
         "INT4" => opt(get!(i32), |v| Dynamic::from(i64::from(v))),
         "INT8" => opt(get!(i64), Dynamic::from),
-        "OID" => opt(get!(sqlx::postgres::types::Oid), |v| Dynamic::from(i64::from(v.0))),
+        "OID" => opt(get!(sqlx::postgres::types::Oid), |v| {
+            Dynamic::from(i64::from(v.0))
+        }),
         "FLOAT4" => opt(get!(f32), |v| Dynamic::from(f64::from(v))),
         "FLOAT8" => opt(get!(f64), Dynamic::from),
         "NUMERIC" => {
             let raw = row.try_get_raw(index).map_err(|e| e.to_string())?;
-            if raw.is_null() { Dynamic::UNIT } else { numeric_value(&numeric_text(pg_bytes(&raw)?)?) }
+            if raw.is_null() {
+                Dynamic::UNIT
+            } else {
+                numeric_value(&numeric_text(pg_bytes(&raw)?)?)
+            }
         }
         "TEXT" | "VARCHAR" | "CHAR" | "NAME" | "UNKNOWN" | "CITEXT" => opt(get!(String), text),
         "TIMESTAMPTZ" => opt(get!(DateTime<Utc>), |v| text(rfc3339(&v))),
         "TIMESTAMP" => opt(get!(NaiveDateTime), |v| text(naive_rfc3339(&v))),
         "DATE" => opt(get!(NaiveDate), |v| text(date_text(&v))),
         "TIME" => opt(get!(NaiveTime), |v| text(time_text(&v))),
-        "JSON" | "JSONB" => opt(get!(serde_json::Value), |v| crate::host::json::to_dynamic(&v)),
+        "JSON" | "JSONB" => opt(get!(serde_json::Value), |v| {
+            crate::host::json::to_dynamic(&v)
+        }),
         "UUID" => opt(get!(uuid::Uuid), |v| text(v.to_string())),
         "BYTEA" => opt(get!(Vec<u8>), Dynamic::from_blob),
         "BOOL[]" => opt(get!(Vec<Option<bool>>), |v| array_of(v, Dynamic::from)),
-        "INT2[]" => opt(get!(Vec<Option<i16>>), |v| array_of(v, |x| Dynamic::from(i64::from(x)))),
-        "INT4[]" => opt(get!(Vec<Option<i32>>), |v| array_of(v, |x| Dynamic::from(i64::from(x)))),
+        "INT2[]" => opt(get!(Vec<Option<i16>>), |v| {
+            array_of(v, |x| Dynamic::from(i64::from(x)))
+        }),
+        "INT4[]" => opt(get!(Vec<Option<i32>>), |v| {
+            array_of(v, |x| Dynamic::from(i64::from(x)))
+        }),
         "INT8[]" => opt(get!(Vec<Option<i64>>), |v| array_of(v, Dynamic::from)),
-        "FLOAT4[]" => opt(get!(Vec<Option<f32>>), |v| array_of(v, |x| Dynamic::from(f64::from(x)))),
+        "FLOAT4[]" => opt(get!(Vec<Option<f32>>), |v| {
+            array_of(v, |x| Dynamic::from(f64::from(x)))
+        }),
         "FLOAT8[]" => opt(get!(Vec<Option<f64>>), |v| array_of(v, Dynamic::from)),
-        "TEXT[]" | "VARCHAR[]" | "CHAR[]" | "NAME[]" => opt(get!(Vec<Option<String>>), |v| array_of(v, text)),
-        "TIMESTAMPTZ[]" => opt(get!(Vec<Option<DateTime<Utc>>>), |v| array_of(v, |x| text(rfc3339(&x)))),
-        "TIMESTAMP[]" => opt(get!(Vec<Option<NaiveDateTime>>), |v| array_of(v, |x| text(naive_rfc3339(&x)))),
-        "DATE[]" => opt(get!(Vec<Option<NaiveDate>>), |v| array_of(v, |x| text(date_text(&x)))),
-        "UUID[]" => opt(get!(Vec<Option<uuid::Uuid>>), |v| array_of(v, |x| text(x.to_string()))),
-        "JSON[]" | "JSONB[]" => {
-            opt(get!(Vec<Option<serde_json::Value>>), |v| array_of(v, |x| crate::host::json::to_dynamic(&x)))
+        "TEXT[]" | "VARCHAR[]" | "CHAR[]" | "NAME[]" => {
+            opt(get!(Vec<Option<String>>), |v| array_of(v, text))
         }
-        "BYTEA[]" => opt(get!(Vec<Option<Vec<u8>>>), |v| array_of(v, Dynamic::from_blob)),
+        "TIMESTAMPTZ[]" => opt(get!(Vec<Option<DateTime<Utc>>>), |v| {
+            array_of(v, |x| text(rfc3339(&x)))
+        }),
+        "TIMESTAMP[]" => opt(get!(Vec<Option<NaiveDateTime>>), |v| {
+            array_of(v, |x| text(naive_rfc3339(&x)))
+        }),
+        "DATE[]" => opt(get!(Vec<Option<NaiveDate>>), |v| {
+            array_of(v, |x| text(date_text(&x)))
+        }),
+        "UUID[]" => opt(get!(Vec<Option<uuid::Uuid>>), |v| {
+            array_of(v, |x| text(x.to_string()))
+        }),
+        "JSON[]" | "JSONB[]" => opt(get!(Vec<Option<serde_json::Value>>), |v| {
+            array_of(v, |x| crate::host::json::to_dynamic(&x))
+        }),
+        "BYTEA[]" => opt(get!(Vec<Option<Vec<u8>>>), |v| {
+            array_of(v, Dynamic::from_blob)
+        }),
         "NUMERIC[]" => {
             let raw = row.try_get_raw(index).map_err(|e| e.to_string())?;
-            if raw.is_null() { Dynamic::UNIT } else { numeric_array(pg_bytes(&raw)?)? }
+            if raw.is_null() {
+                Dynamic::UNIT
+            } else {
+                numeric_array(pg_bytes(&raw)?)?
+            }
         }
         _ if matches!(type_info.kind(), PgTypeKind::Enum(_)) => opt(get!(String), text),
         other => {
@@ -302,9 +358,15 @@ pub fn numeric_text(bytes: &[u8]) -> Result<String, String> {
         0xF000 => return Ok("-Infinity".into()),
         _ => {}
     }
-    let digits: Vec<u16> = (0..ndigits).map(|i| word(4 + i)).collect::<Result<_, _>>()?;
+    let digits: Vec<u16> = (0..ndigits)
+        .map(|i| word(4 + i))
+        .collect::<Result<_, _>>()?;
     let digit = |index: i64| -> u16 {
-        if index < 0 { 0 } else { digits.get(index as usize).copied().unwrap_or(0) }
+        if index < 0 {
+            0
+        } else {
+            digits.get(index as usize).copied().unwrap_or(0)
+        }
     };
     let mut text = String::new();
     if sign == 0x4000 {
@@ -341,15 +403,16 @@ pub fn numeric_text(bytes: &[u8]) -> Result<String, String> {
 /// An integer when the numeric has no fraction and fits in i64; a float when the float prints
 /// back as the same decimal; otherwise the exact text.
 pub fn numeric_value(text: &str) -> Dynamic {
-    if !text.contains('.') {
-        if let Ok(i) = text.parse::<i64>() {
-            return Dynamic::from(i);
-        }
+    if !text.contains('.')
+        && let Ok(i) = text.parse::<i64>()
+    {
+        return Dynamic::from(i);
     }
-    if let Ok(f) = text.parse::<f64>() {
-        if f.is_finite() && normalise_decimal(&f.to_string()) == normalise_decimal(text) {
-            return Dynamic::from(f);
-        }
+    if let Ok(f) = text.parse::<f64>()
+        && f.is_finite()
+        && normalise_decimal(&f.to_string()) == normalise_decimal(text)
+    {
+        return Dynamic::from(f);
     }
     Dynamic::from(text.to_owned())
 }
@@ -381,7 +444,8 @@ fn numeric_array(bytes: &[u8]) -> Result<Dynamic, String> {
             Ok(head)
         }
         fn int(&mut self) -> Result<i32, String> {
-            self.take(4).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            self.take(4)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         }
     }
     let mut cursor = Cursor(bytes);
@@ -423,10 +487,16 @@ pub fn sqlite_row(row: &SqliteRow) -> Result<Map, String> {
             let storage = raw.type_info().name().to_owned();
             let failed = |e: sqlx::Error| format!("column '{}' ({storage}): {e}", column.name());
             match storage.as_str() {
-                "INTEGER" | "BOOLEAN" if declared_bool => Dynamic::from(row.try_get_unchecked::<bool, _>(index).map_err(failed)?),
-                "INTEGER" | "BOOLEAN" => Dynamic::from(row.try_get_unchecked::<i64, _>(index).map_err(failed)?),
+                "INTEGER" | "BOOLEAN" if declared_bool => {
+                    Dynamic::from(row.try_get_unchecked::<bool, _>(index).map_err(failed)?)
+                }
+                "INTEGER" | "BOOLEAN" => {
+                    Dynamic::from(row.try_get_unchecked::<i64, _>(index).map_err(failed)?)
+                }
                 "REAL" => Dynamic::from(row.try_get_unchecked::<f64, _>(index).map_err(failed)?),
-                "BLOB" => Dynamic::from_blob(row.try_get_unchecked::<Vec<u8>, _>(index).map_err(failed)?),
+                "BLOB" => {
+                    Dynamic::from_blob(row.try_get_unchecked::<Vec<u8>, _>(index).map_err(failed)?)
+                }
                 _ => Dynamic::from(row.try_get_unchecked::<String, _>(index).map_err(failed)?),
             }
         };
