@@ -700,6 +700,54 @@ fn step_timeout_cancels_the_query_on_the_server() {
 }
 
 #[test]
+fn ctrl_c_cancels_the_query_on_the_server() {
+    let db = postgres::database();
+    let cluster = postgres::cluster();
+    let test = Test::new().env("DB", &db.url).script(
+        r#"
+        let db = sql::connect(env::get("DB"));
+        step("slow", || db.query("select pg_sleep(44)"));
+        "#,
+    );
+    let mut command = test.command();
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let active = cluster.psql(
+            "postgres",
+            "select count(*) from pg_stat_activity where query like '%pg_sleep(44)%' and pid <> pg_backend_pid()",
+        );
+        if active.trim() == "1" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let interrupted = Instant::now();
+    let output = wait_with_timeout(child, Duration::from_secs(20));
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        interrupted.elapsed()
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        cluster.wait_until_idle("pg_sleep(44)", Duration::from_secs(3)),
+        "the server still runs the statement"
+    );
+}
+
+#[test]
 fn sqlite_statement_timeout_interrupts() {
     let started = Instant::now();
     let out = Test::new()

@@ -290,6 +290,10 @@ fn connect(ctx: &HostContext, url: &str, options: Map) -> HostResult<Database> {
 /// Registers the URL's password (user-info or `?password=`) as a secret and returns the URL
 /// without it.
 fn register_password(ctx: &HostContext, url: &str) -> String {
+    // sqlx falls back to PGPASSWORD when the URL has none.
+    if let Ok(password) = std::env::var("PGPASSWORD") {
+        ctx.register_secret(&password);
+    }
     let Ok(mut parsed) = url::Url::parse(url) else {
         return url.to_owned();
     };
