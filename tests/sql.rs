@@ -447,6 +447,25 @@ fn dry_run_does_not_create_a_sqlite_file() {
 }
 
 #[test]
+fn dry_run_without_a_database_url_still_plans() {
+    let (_dir, out) = with_migrations(Test::new())
+        .arg("--dry-run")
+        .script(
+            r#"
+            let db = sql::connect(env::get("DATABASE_URL"));
+            print(db.query("select 1").len());
+            print(db.migrate("migrations").applied.len());
+            "#,
+        )
+        .expect(0);
+    assert_eq!(out.stdout, "0\n4\n");
+    assert!(out.stderr.contains("DATABASE_URL"), "{}", out.stderr);
+    let journal = out.journal();
+    let plan = journal.iter().find(|e| e["kind"] == "plan").unwrap();
+    assert_eq!(plan["effects"].as_array().unwrap().len(), 4);
+}
+
+#[test]
 fn policy_refuses_writes_before_they_are_sent() {
     let db = postgres::database();
     let cluster = postgres::cluster();

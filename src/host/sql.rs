@@ -59,6 +59,9 @@ pub struct Database {
 enum Target {
     Postgres(Box<PgConnectOptions>),
     Sqlite(Box<SqliteConnectOptions>),
+    /// A dry run without a URL (its environment variable is missing): nothing to read, every
+    /// read returns nothing and every write is planned, so the rest of the plan still appears.
+    Offline,
 }
 
 enum Live {
@@ -277,6 +280,9 @@ fn connect(ctx: &HostContext, url: &str, options: Map) -> HostResult<Database> {
         subject: Subject::None,
     };
     ctx.effect(effect, |_event| {
+        if matches!(session.target, Target::Offline) {
+            return Ok(());
+        }
         let live = session.connect(ctx)?;
         *session.live.borrow_mut() = Some(live);
         Ok(())
@@ -336,6 +342,13 @@ fn target(
     let invalid = |e: sqlx::Error| {
         host_error(ctx.redact(&format!("sql::connect: invalid URL {display}: {e}")))
     };
+    if url.trim().is_empty() && ctx.is_dry_run() {
+        ctx.log(
+            "warn",
+            "sql::connect: no database URL; this dry run reads nothing from the database and plans its writes",
+        );
+        return Ok(Target::Offline);
+    }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let mut settings = vec![("statement_timeout", format!("{}", timeout.as_millis()))];
         if read_only {
@@ -382,6 +395,7 @@ impl Session {
         match self.target {
             Target::Postgres(_) => "postgres",
             Target::Sqlite(_) => "sqlite",
+            Target::Offline => "none",
         }
     }
 
@@ -407,6 +421,7 @@ impl Session {
                         });
                     Ok(Live::Sqlite(conn))
                 }
+                Target::Offline => Err(sqlx::Error::Configuration("no database URL".into())),
             }
         };
         let failed = |why: String| {
@@ -587,6 +602,7 @@ fn statement_error(
                 }
                 // SQLITE_INTERRUPT: the progress handler stopped a statement past its deadline.
                 Target::Sqlite(_) => code == "9",
+                Target::Offline => false,
             };
             if timed_out {
                 message.push_str(&format!(
@@ -655,6 +671,9 @@ fn fetch(
     params: Vec<Param>,
 ) -> HostResult<Result<Vec<Map>, sqlx::Error>> {
     let session = &db.session;
+    if matches!(session.target, Target::Offline) {
+        return Ok(Ok(Vec::new()));
+    }
     let wrap = session.read_only && session.depth.get() == 0;
     let sql = sql.to_owned();
     session.run(ctx, move |mut live| async move {
@@ -721,6 +740,9 @@ fn query_one(ctx: &HostContext, db: &Database, sql: &str, params: Array) -> Host
         let mut rows = fetch(ctx, db, sql, params.clone())?
             .map_err(|e| statement_error(ctx, db, "sql::query_one", sql, &e))?;
         event.insert("rows".into(), json!(rows.len()));
+        if matches!(db.session.target, Target::Offline) {
+            return Ok(Map::new());
+        }
         if rows.len() != 1 {
             return Err(host_error(ctx.redact(&format!(
                 "sql::query_one expected exactly one row, got {}\n  statement: {}",
@@ -975,7 +997,9 @@ fn migration_hash(files: &[MigrationFile]) -> String {
 /// Name -> checksum of every applied migration (empty when the history table does not exist).
 fn applied_history(ctx: &HostContext, db: &Database) -> HostResult<Vec<(String, String)>> {
     let exists_sql = match db.session.target {
-        Target::Postgres(_) => "select (to_regclass('glow_migrations') is not null) as present",
+        Target::Postgres(_) | Target::Offline => {
+            "select (to_regclass('glow_migrations') is not null) as present"
+        }
         Target::Sqlite(_) => {
             "select count(*) > 0 as present from sqlite_master where type = 'table' and name = 'glow_migrations'"
         }
