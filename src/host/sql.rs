@@ -350,14 +350,9 @@ fn target(
         return Ok(Target::Offline);
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let mut settings = vec![("statement_timeout", format!("{}", timeout.as_millis()))];
-        if read_only {
-            settings.push(("default_transaction_read_only", "on".into()));
-        }
         let options = PgConnectOptions::from_str(url)
             .map_err(invalid)?
             .application_name("glow-run")
-            .options(settings)
             .disable_statement_logging();
         return Ok(Target::Postgres(Box::new(options)));
     }
@@ -405,6 +400,13 @@ impl Session {
             match &self.target {
                 Target::Postgres(options) => {
                     let mut conn = PgConnection::connect_with(options).await?;
+                    // Session settings as SQL rather than startup options: connection poolers
+                    // (PgBouncer, Supavisor) refuse unknown startup parameters.
+                    let mut setup = format!("set statement_timeout = {}", self.timeout.as_millis());
+                    if self.read_only {
+                        setup.push_str("; set default_transaction_read_only = on");
+                    }
+                    conn.execute(sqlx::raw_sql(AssertSqlSafe(setup))).await?;
                     let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
                         .fetch_one(&mut conn)
                         .await?;
