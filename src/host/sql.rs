@@ -301,7 +301,7 @@ fn register_password(ctx: &HostContext, url: &str) -> String {
         ctx.register_secret(&password);
     }
     let Ok(mut parsed) = url::Url::parse(url) else {
-        return url.to_owned();
+        return mask_unparsed_password(ctx, url);
     };
     if let Some(password) = parsed.password().map(str::to_owned) {
         ctx.register_secret(&password);
@@ -330,6 +330,33 @@ fn register_password(ctx: &HostContext, url: &str) -> String {
         }
     }
     parsed.to_string()
+}
+
+/// For a URL the parser refuses (an unescaped `@` or `/` in the password, say): the text
+/// between the first `:` after `scheme://` and the last `@` of the authority is the password.
+fn mask_unparsed_password(ctx: &HostContext, url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[start..];
+    let authority_end = rest.rfind('@').map(|at| {
+        let after = &rest[at..];
+        at + after.find(['/', '?']).unwrap_or(after.len())
+    });
+    let authority = &rest[..authority_end.unwrap_or(rest.len())];
+    let (Some(at), Some(colon)) = (authority.rfind('@'), authority.find(':')) else {
+        return url.to_owned();
+    };
+    if colon > at {
+        return url.to_owned();
+    }
+    ctx.register_secret(&authority[colon + 1..at]);
+    format!(
+        "{}{}{}",
+        &url[..start + colon],
+        &authority[at..],
+        &rest[authority.len()..]
+    )
 }
 
 fn target(
