@@ -50,19 +50,28 @@ fn glow(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
     }
 }
 
-/// Every output of a run: stdout, stderr, every journal under .glow/runs.
+/// Every output of a run: stdout, stderr and every file under .glow (journals, reports, state).
 fn all_output(out: &Finished) -> String {
-    let mut text = format!("{}\n{}", out.stdout, out.stderr);
-    let runs: Vec<_> = std::fs::read_dir(out.dir.join(".glow/runs"))
-        .expect("a runs folder")
-        .flatten()
-        .collect();
-    assert!(!runs.is_empty(), "no journal written");
-    for dir in runs {
-        text.push_str(
-            &std::fs::read_to_string(dir.path().join("journal.jsonl")).expect("a journal"),
-        );
+    fn walk(dir: &Path, text: &mut String, files: &mut usize) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, text, files);
+            } else {
+                *files += 1;
+                text.push_str(&String::from_utf8_lossy(
+                    &std::fs::read(&path).unwrap_or_default(),
+                ));
+            }
+        }
     }
+    let mut text = format!("{}\n{}", out.stdout, out.stderr);
+    let mut files = 0;
+    walk(&out.dir.join(".glow"), &mut text, &mut files);
+    assert!(
+        !out.journal_text().is_empty() && files > 0,
+        "no journal written"
+    );
     text
 }
 
