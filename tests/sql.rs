@@ -805,3 +805,44 @@ fn query_one_needs_exactly_one_row() {
         out.stderr
     );
 }
+
+#[test]
+fn staging_fixtures_apply_after_the_runbook_migrations() {
+    let db = postgres::database();
+    let staging = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/staging");
+    let test = with_migrations(Test::new());
+    for entry in std::fs::read_dir(&staging).unwrap().flatten() {
+        std::fs::copy(
+            entry.path(),
+            test.path().join("migrations").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let out = test
+        .env("DB", &db.url)
+        .script(
+            r#"
+            let db = sql::connect(env::get("DB"));
+            print(db.migrate("migrations").applied.map(|m| m.name));
+            db.execute("insert into openai_debug_events (scope, vector_store_id, citations) values ($1, $2, $3)",
+                       ["rag_file_search", "vs_123", [#{ file_id: "f1" }]]);
+            let row = db.query_one("select scope, vector_store_id, citations, created_at from openai_debug_events");
+            print(`${row.scope} ${row.vector_store_id} ${row.citations[0].file_id} ${time::age(row.created_at).minutes < 5.0}`);
+            print(db.query_one("select public.current_org_id() is null as unset").unset);
+            "#,
+        )
+        .status(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("[\"20250821115406_helper_functions.sql\", \"20250926090000_"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("20251120090000_openai_debug_events.sql"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1], "rag_file_search vs_123 f1 true");
+    assert_eq!(lines[2], "true");
+}
