@@ -47,6 +47,7 @@ fn glow(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Finished {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         dir: dir.to_owned(),
+        keep: None,
     }
 }
 
