@@ -89,6 +89,14 @@ fn rename_reserved_params(text: &str) -> String {
     let usable = |name: &str| parser.compile(format!("fn f({name}) {{}}")).is_ok();
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
+        // Indexers of host types (`index$get$`) are not callable by name and do not parse as
+        // Rhai; editors learn about `value[key]` from the type, so they are left out.
+        if line
+            .strip_prefix("fn ")
+            .is_some_and(|rest| rest.split('(').next().unwrap_or("").contains('$'))
+        {
+            continue;
+        }
         let fixed = line.strip_prefix("fn ").and_then(|rest| {
             let (name, rest) = rest.split_once('(')?;
             let (params, ret) = rest.rsplit_once(") ->")?;
@@ -166,7 +174,7 @@ pub fn stdlib_modules(engine: &rhai::Engine) -> Result<Vec<(String, String, Stri
         let mut out = String::new();
         let mut functions: Vec<_> = ast
             .iter_functions()
-            .filter(|f| f.access != rhai::FnAccess::Private)
+            .filter(|f| f.access != rhai::FnAccess::Private && !f.name.starts_with("anon$"))
             .collect();
         functions.sort_by(|a, b| a.name.cmp(b.name).then(a.params.len().cmp(&b.params.len())));
         for function in functions {
