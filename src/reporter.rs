@@ -197,6 +197,7 @@ impl Reporter {
                     ))
                 }
             }
+            "log" if event["level"] == "trace" => None,
             "log" => {
                 let level = event["level"].as_str().unwrap_or("info");
                 let message = event["message"].as_str().unwrap_or("");

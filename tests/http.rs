@@ -15,7 +15,7 @@ const CLOSED_PORT: u16 = 1;
 fn attempts(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     events
         .iter()
-        .filter(|e| e["kind"] == "http_attempt")
+        .filter(|e| e["kind"] == "log" && e["event"] == "http_attempt")
         .collect()
 }
 

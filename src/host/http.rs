@@ -676,7 +676,23 @@ fn journal_attempt(
     if let Some(delay) = retry_in {
         fields["retry_in_ms"] = json!(delay.as_millis() as u64);
     }
-    ctx.emit("http_attempt", fields);
+    // Journaled as a `log` event (DESIGN.md fixes the event kinds) at level "trace", which the
+    // terminal does not show; `event: "http_attempt"` tells attempts apart.
+    let message = match (&fields["status"], &fields["failure"]) {
+        (serde_json::Value::Number(status), _) => {
+            format!("{} {} attempt {attempt}: {status}", call.method, call.url)
+        }
+        (_, failure) => format!(
+            "{} {} attempt {attempt}: {}",
+            call.method,
+            call.url,
+            failure.as_str().unwrap_or("failed")
+        ),
+    };
+    fields["level"] = json!("trace");
+    fields["event"] = json!("http_attempt");
+    fields["message"] = json!(message);
+    ctx.emit("log", fields);
 }
 
 /// Sends with retries; returns the last reply (whatever its status) and how many attempts it took.
