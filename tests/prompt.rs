@@ -167,9 +167,9 @@ fn answers_file_in_toml_answers_every_kind_of_prompt() {
     assert_eq!(
         ids,
         [
-            "deploy_to_production",
-            "release_tag",
-            "which_environment",
+            "deploy_to_production_",
+            "release_tag_",
+            "which_environment_",
             "approve_security"
         ]
     );
@@ -413,10 +413,10 @@ fn dry_run_never_blocks_and_lists_questions_and_sign_offs_in_the_plan() {
     assert_eq!(
         plan["needs"]["questions"],
         serde_json::json!([
-            "deploy_to_production",
-            "release_tag",
-            "which_environment",
-            "api_key"
+            "deploy_to_production_",
+            "release_tag_",
+            "which_environment_",
+            "api_key_"
         ])
     );
     assert_eq!(plan["needs"]["approvals"], serde_json::json!(["security"]));

@@ -86,11 +86,12 @@ pub fn slug(text: &str) -> String {
             id.push('_');
         }
     }
-    let id = id.trim_matches('_');
-    if id.is_empty() {
+    // DESIGN.md's rule taken literally ("Deploy?" -> "deploy_"); answers are also found under
+    // the id without its leading/trailing `_` (see `given`), the form people tend to type.
+    if id.trim_matches('_').is_empty() {
         "prompt".to_owned()
     } else {
-        id.to_owned()
+        id
     }
 }
 
@@ -117,11 +118,21 @@ pub fn env_name(id: &str) -> String {
 
 /// An answer given without asking: answers file, environment, `--yes` (confirms only).
 fn given(ctx: &HostContext, id: &str, kind: Kind) -> Option<(Value, Source)> {
-    if let Some(value) = ctx.settings.answers.get(id) {
-        return Some((value.clone(), Source::AnswersFile));
+    let trimmed = id.trim_matches('_');
+    let ids = if trimmed != id && !trimmed.is_empty() {
+        vec![id, trimmed]
+    } else {
+        vec![id]
+    };
+    for id in &ids {
+        if let Some(value) = ctx.settings.answers.get(id) {
+            return Some((value.clone(), Source::AnswersFile));
+        }
     }
-    if let Some(value) = super::env::lookup(ctx, &env_name(id)) {
-        return Some((Value::String(value), Source::Env));
+    for id in &ids {
+        if let Some(value) = super::env::lookup(ctx, &env_name(id)) {
+            return Some((Value::String(value), Source::Env));
+        }
     }
     if kind == Kind::Confirm && ctx.settings.flags.yes {
         return Some((Value::Bool(true), Source::Yes));
@@ -673,8 +684,9 @@ mod tests {
 
     #[test]
     fn ids_are_slugged_questions() {
-        assert_eq!(slug("Deploy to production?"), "deploy_to_production");
-        assert_eq!(slug("  Tag -- v1.2.3 ok?? "), "tag_v1_2_3_ok");
+        assert_eq!(slug("Deploy to production?"), "deploy_to_production_");
+        assert_eq!(slug("Release tag"), "release_tag");
+        assert_eq!(slug("  Tag -- v1.2.3 ok?? "), "_tag_v1_2_3_ok_");
         assert_eq!(slug("???"), "prompt");
         assert_eq!(env_name("approve_security"), "GLOW_ANSWER_APPROVE_SECURITY");
         assert_eq!(env_name("release.tag-name"), "GLOW_ANSWER_RELEASE_TAG_NAME");
