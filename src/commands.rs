@@ -18,6 +18,9 @@ pub fn check(scripts: &[PathBuf], stdlib: Option<PathBuf>) -> Result<i32, Error>
 /// `glow-run runs`: recent runs, newest first (from the index; from the journals when the index
 /// is missing or unreadable).
 pub fn runs(global: &GlobalFlags, limit: usize) -> Result<i32, Error> {
+    if let Some(url) = &global.state {
+        return shared_runs(url, limit);
+    }
     let (runs, source) = state::list_runs(&global.state_dir, limit)?;
     warn_source(&global.state_dir, &source);
     if runs.is_empty() {
@@ -45,7 +48,7 @@ pub fn runs(global: &GlobalFlags, limit: usize) -> Result<i32, Error> {
     Ok(EXIT_OK)
 }
 
-fn table(header: &[String; 6], rows: &[[String; 6]]) -> String {
+fn table<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String {
     let mut widths = header.clone().map(|h| h.chars().count());
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -329,5 +332,45 @@ pub fn defs(out: Option<&Path>) -> Result<i32, Error> {
             let _ = std::io::Write::write_all(&mut stdout, text.as_bytes());
         }
     }
+    Ok(EXIT_OK)
+}
+
+/// `glow-run runs --state postgres://...`: the team's history from the shared state.
+fn shared_runs(url: &str, limit: usize) -> Result<i32, Error> {
+    let runs = crate::shared_state::list(url, limit)?;
+    if runs.is_empty() {
+        eprintln!("no runs recorded in the shared state");
+        return Ok(EXIT_OK);
+    }
+    let rows: Vec<[String; 8]> = runs
+        .into_iter()
+        .map(|run| {
+            [
+                run.run_id,
+                run.script,
+                run.mode,
+                run.environment,
+                run.outcome,
+                run.duration_ms.map_or_else(
+                    || "-".into(),
+                    |ms| format_ms(u64::try_from(ms).unwrap_or(0)),
+                ),
+                run.tag.unwrap_or_else(|| "-".into()),
+                run.initiator.unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = [
+        "RUN",
+        "SCRIPT",
+        "MODE",
+        "ENVIRONMENT",
+        "OUTCOME",
+        "DURATION",
+        "TAG",
+        "BY",
+    ]
+    .map(str::to_owned);
+    print!("{}", table(&header, &rows));
     Ok(EXIT_OK)
 }

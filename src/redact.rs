@@ -45,6 +45,72 @@ impl Redactor {
         true
     }
 
+    /// Registers a database URL's password's password (user-info or `?password=`) as a secret and returns the URL
+    /// without it.
+    pub fn register_url(&self, url: &str) -> String {
+        // sqlx falls back to PGPASSWORD when the URL has none.
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            self.register(&password);
+        }
+        let Ok(mut parsed) = url::Url::parse(url) else {
+            return self.mask_unparsed_password(url);
+        };
+        if let Some(password) = parsed.password().map(str::to_owned) {
+            self.register(&password);
+            if let Ok(decoded) = percent_encoding::percent_decode_str(&password).decode_utf8() {
+                self.register(&decoded);
+            }
+            let _ = parsed.set_password(None);
+        }
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        if pairs.iter().any(|(key, _)| key == "password") {
+            let mut kept = Vec::new();
+            for (key, value) in &pairs {
+                if key == "password" {
+                    self.register(value);
+                } else {
+                    kept.push((key.clone(), value.clone()));
+                }
+            }
+            if kept.is_empty() {
+                parsed.set_query(None);
+            } else {
+                parsed.query_pairs_mut().clear().extend_pairs(kept);
+            }
+        }
+        parsed.to_string()
+    }
+
+    /// For a URL the parser refuses (an unescaped `@` or `/` in the password, say): the text
+    /// between the first `:` after `scheme://` and the last `@` of the authority is the password.
+    fn mask_unparsed_password(&self, url: &str) -> String {
+        let Some(start) = url.find("://").map(|i| i + 3) else {
+            return url.to_owned();
+        };
+        let rest = &url[start..];
+        let authority_end = rest.rfind('@').map(|at| {
+            let after = &rest[at..];
+            at + after.find(['/', '?']).unwrap_or(after.len())
+        });
+        let authority = &rest[..authority_end.unwrap_or(rest.len())];
+        let (Some(at), Some(colon)) = (authority.rfind('@'), authority.find(':')) else {
+            return url.to_owned();
+        };
+        if colon > at {
+            return url.to_owned();
+        }
+        self.register(&authority[colon + 1..at]);
+        format!(
+            "{}{}{}",
+            &url[..start + colon],
+            &authority[at..],
+            &rest[authority.len()..]
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.forms
             .read()

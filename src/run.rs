@@ -220,6 +220,19 @@ fn run_on_engine_thread(
     };
     ast.set_source(settings.source_name.as_str());
 
+    // The shared state (and, for a live run, the release lock) comes before anything is written:
+    // a run refused the lock leaves no journal.
+    let shared = match &settings.state_url {
+        Some(url) => Some(crate::shared_state::SharedState::open(
+            url,
+            &settings,
+            &run_id,
+            ctx.initiator(),
+            &ctx.runtime,
+            &redactor,
+        )?),
+        None => None,
+    };
     let run_dir = settings.state_dir.join("runs").join(&run_id);
     journal
         .attach_file(&run_dir)
@@ -229,6 +242,9 @@ fn run_on_engine_thread(
         finished.lock().unwrap_or_else(|e| e.into_inner()).run_id = Some(run_id.clone());
     }
     crate::state::attach(&journal, &settings)?;
+    if let Some(shared) = shared {
+        journal.add_sink(shared);
+    }
 
     let started = Instant::now();
     journal.emit(

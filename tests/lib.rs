@@ -8,4 +8,5 @@ mod foundation;
 mod http;
 mod prompt;
 mod runbook;
+mod shared_state;
 mod sql;

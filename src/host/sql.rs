@@ -258,7 +258,7 @@ fn connect(ctx: &HostContext, url: &str, options: Map) -> HostResult<Database> {
         ));
     }
     // Before anything can be journaled: the password becomes a secret.
-    let display = register_password(ctx, url);
+    let display = ctx.redactor.register_url(url);
     let read_only = ctx.is_dry_run() || !ctx.policy.sql.allow_writes;
     let target = target(ctx, url, &display, timeout, read_only)?;
     let session = Rc::new(Session {
@@ -291,72 +291,6 @@ fn connect(ctx: &HostContext, url: &str, options: Map) -> HostResult<Database> {
         session,
         planned_transaction: false,
     })
-}
-
-/// Registers the URL's password (user-info or `?password=`) as a secret and returns the URL
-/// without it.
-fn register_password(ctx: &HostContext, url: &str) -> String {
-    // sqlx falls back to PGPASSWORD when the URL has none.
-    if let Ok(password) = std::env::var("PGPASSWORD") {
-        ctx.register_secret(&password);
-    }
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return mask_unparsed_password(ctx, url);
-    };
-    if let Some(password) = parsed.password().map(str::to_owned) {
-        ctx.register_secret(&password);
-        if let Ok(decoded) = percent_encoding::percent_decode_str(&password).decode_utf8() {
-            ctx.register_secret(&decoded);
-        }
-        let _ = parsed.set_password(None);
-    }
-    let pairs: Vec<(String, String)> = parsed
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if pairs.iter().any(|(key, _)| key == "password") {
-        let mut kept = Vec::new();
-        for (key, value) in &pairs {
-            if key == "password" {
-                ctx.register_secret(value);
-            } else {
-                kept.push((key.clone(), value.clone()));
-            }
-        }
-        if kept.is_empty() {
-            parsed.set_query(None);
-        } else {
-            parsed.query_pairs_mut().clear().extend_pairs(kept);
-        }
-    }
-    parsed.to_string()
-}
-
-/// For a URL the parser refuses (an unescaped `@` or `/` in the password, say): the text
-/// between the first `:` after `scheme://` and the last `@` of the authority is the password.
-fn mask_unparsed_password(ctx: &HostContext, url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[start..];
-    let authority_end = rest.rfind('@').map(|at| {
-        let after = &rest[at..];
-        at + after.find(['/', '?']).unwrap_or(after.len())
-    });
-    let authority = &rest[..authority_end.unwrap_or(rest.len())];
-    let (Some(at), Some(colon)) = (authority.rfind('@'), authority.find(':')) else {
-        return url.to_owned();
-    };
-    if colon > at {
-        return url.to_owned();
-    }
-    ctx.register_secret(&authority[colon + 1..at]);
-    format!(
-        "{}{}{}",
-        &url[..start + colon],
-        &authority[at..],
-        &rest[authority.len()..]
-    )
 }
 
 fn target(
