@@ -221,10 +221,10 @@ impl Sink for SharedState {
     /// Only `run_end` matters here; it is emitted on the engine thread, never on a runtime
     /// worker, so blocking on the runtime is allowed.
     fn event(&self, event: &serde_json::Value) {
-        if event["kind"] == "run_end" {
-            if let Err(why) = self.record_end(event) {
-                eprintln!("warning: shared state {}: {why}", self.display_url);
-            }
+        if event["kind"] == "run_end"
+            && let Err(why) = self.record_end(event)
+        {
+            eprintln!("warning: shared state {}: {why}", self.display_url);
         }
     }
 }
