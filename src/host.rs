@@ -66,8 +66,8 @@ pub struct HostContext {
     pub steps: RefCell<Vec<StepFrame>>,
     /// How many times each step name has started (resume matches on name and occurrence).
     pub step_occurrences: RefCell<HashMap<String, usize>>,
-    /// How many top-level steps have started (for --from / --only).
-    pub top_level_started: RefCell<bool>,
+    /// Whether the step named by `--from` / `--only` has been reached.
+    pub selected_step_seen: RefCell<bool>,
     pub rollbacks: RefCell<Vec<Rollback>>,
     /// The innermost step that failed, for the error message.
     pub failed_step: RefCell<Option<String>>,
@@ -114,7 +114,7 @@ impl HostContext {
             plan: Mutex::new(Plan::default()),
             steps: RefCell::new(Vec::new()),
             step_occurrences: RefCell::new(HashMap::new()),
-            top_level_started: RefCell::new(false),
+            selected_step_seen: RefCell::new(false),
             rollbacks: RefCell::new(Vec::new()),
             failed_step: RefCell::new(None),
         })

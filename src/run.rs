@@ -276,6 +276,24 @@ fn run_on_engine_thread(
         }
         Err(error) => Err(runtime_error(&ctx, &error, &settings.source_name, &sources)),
     };
+    // `--only deploy` with no step named so ran nothing: say so rather than report success.
+    let outcome = match (
+        &outcome,
+        settings
+            .flags
+            .only
+            .as_ref()
+            .or(settings.flags.from.as_ref()),
+    ) {
+        (Ok(()), Some(wanted)) if !*ctx.selected_step_seen.borrow() => Err(Error::Script {
+            message: format!(
+                "no top-level step named '{wanted}' (given to --only/--from) ran; every step was skipped"
+            ),
+            location: None,
+            step: None,
+        }),
+        _ => outcome,
+    };
 
     let failed = matches!(&outcome, Err(error) if !matches!(error, Error::Interrupted));
     if failed && !ctx.rollbacks.borrow().is_empty() {

@@ -402,6 +402,15 @@ fn from_and_only_select_top_level_steps() {
     assert_eq!(out.stdout, "b\nc\n");
     let out = Test::new().script(script).args(&["--only", "b"]).status(0);
     assert_eq!(out.stdout, "b\n");
+    let out = Test::new()
+        .script(script)
+        .args(&["--only", "deploy"])
+        .status(1);
+    assert!(
+        out.stderr.contains("no top-level step named 'deploy'"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

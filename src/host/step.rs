@@ -160,11 +160,14 @@ fn run_step(
 fn skip_reason(ctx: &HostContext, name: &str, occurrence: usize, depth: usize) -> Option<String> {
     let flags = &ctx.settings.flags;
     if depth == 0 {
-        if let Some(only) = flags.only.as_ref().filter(|only| *only != name) {
-            return Some(format!("--only {only}"));
+        if let Some(only) = &flags.only {
+            if only != name {
+                return Some(format!("--only {only}"));
+            }
+            *ctx.selected_step_seen.borrow_mut() = true;
         }
         if let Some(from) = &flags.from {
-            let mut reached = ctx.top_level_started.borrow_mut();
+            let mut reached = ctx.selected_step_seen.borrow_mut();
             if !*reached && from != name {
                 return Some(format!("--from {from}"));
             }
