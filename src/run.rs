@@ -106,6 +106,17 @@ pub fn watch_signals(
     runtime: &tokio::runtime::Runtime,
     cancel: Arc<Cancel>,
 ) -> tokio::task::JoinHandle<()> {
+    on_interrupt(runtime, move || {
+        cancel.cancel_run(CancelReason::Interrupted)
+    })
+}
+
+/// Calls `on_first` at the first Ctrl-C or SIGTERM; a second one exits the process at once
+/// (exit 130), for the person whose run does not stop fast enough.
+pub fn on_interrupt(
+    runtime: &tokio::runtime::Runtime,
+    on_first: impl FnOnce() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     runtime.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut interrupt), Ok(mut terminate)) = (
@@ -118,7 +129,7 @@ pub fn watch_signals(
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-        cancel.cancel_run(CancelReason::Interrupted);
+        on_first();
         tokio::select! {
             _ = interrupt.recv() => {}
             _ = terminate.recv() => {}

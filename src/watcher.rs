@@ -447,30 +447,11 @@ fn watch_signals(
     sender: Sender<Message>,
     current: Arc<Mutex<Option<Arc<Cancel>>>>,
 ) -> tokio::task::JoinHandle<()> {
-    runtime.spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut interrupt), Ok(mut terminate)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        let mut count = 0;
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-            count += 1;
-            if count > 1 {
-                let _ = std::io::stderr().write_all(b"error: interrupted twice; exiting now\n");
-                std::process::exit(EXIT_INTERRUPTED);
-            }
-            if let Some(cancel) = current.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                cancel.cancel_run(CancelReason::Interrupted);
-            }
-            let _ = sender.send(Message::Interrupted);
+    crate::run::on_interrupt(runtime, move || {
+        if let Some(cancel) = current.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            cancel.cancel_run(CancelReason::Interrupted);
         }
+        let _ = sender.send(Message::Interrupted);
     })
 }
 
