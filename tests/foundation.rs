@@ -168,6 +168,16 @@ fn non_zero_exit_throws_with_stderr_tail_unless_check_false() {
 }
 
 #[test]
+fn relative_program_paths_resolve_from_the_working_directory_not_cwd_option() {
+    let out = Test::new()
+        .file("tools/where.sh", "#!/bin/sh\npwd\n")
+        .file("sub/.keep", "")
+        .args(&["-e", r#"exec::run("sh", ["-c", "chmod +x tools/where.sh"]); exec::run("./tools/where.sh", [], #{ cwd: "sub" }).stdout"#])
+        .status(0);
+    assert!(out.stdout.trim().ends_with("/sub"), "{}", out.stdout);
+}
+
+#[test]
 fn unknown_step_option_is_named() {
     let out = Test::new()
         .script(r#"step("a", #{ timout: "1s" }, || 1);"#)

@@ -123,7 +123,9 @@ struct ProgramCache {
 impl ProgramCache {
     fn resolve(&self, program: &str) -> Option<PathBuf> {
         if program.contains('/') {
-            let path = PathBuf::from(program);
+            // Relative to the working directory (DESIGN.md), not to `opts.cwd`: made absolute
+            // before the child changes directory.
+            let path = std::path::absolute(program).ok()?;
             return path.exists().then_some(path);
         }
         self.found
