@@ -561,7 +561,11 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && ctx.is_dry_run() => {
             return put_missing(ctx, state, path, name);
         }
-        Err(e) => return Err(host_error(format!("artifact::put: cannot read '{path}': {e}"))),
+        Err(e) => {
+            return Err(host_error(format!(
+                "artifact::put: cannot read '{path}': {e}"
+            )));
+        }
     };
     let base = match name {
         Some(name) => name.to_owned(),
