@@ -462,4 +462,45 @@ fn readme_main_command_plans_the_release_with_no_environment() {
             .join("examples/prisma-glow/GO-LIVE/artifacts")
             .exists()
     );
+
+    // Without vars the workspace is "." (the repository itself, not an application checkout):
+    // the run stops before any step and says which var to pass.
+    let output = std::process::Command::new(crate::support::BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .env("GLOW_STATE_DIR", state.path())
+        .current_dir(staging::repo())
+        .args(["scripts/release.rhai", "--dry-run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--var workspace=DIR"), "{stderr}");
+
+    // The rollback plan on its own, in a dry run with no environment: planned, with its needs.
+    let output = std::process::Command::new(crate::support::BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .env("GLOW_STATE_DIR", state.path())
+        .current_dir(staging::repo())
+        .args([
+            "scripts/rollback.rhai",
+            "--dry-run",
+            "--var",
+            "workspace=examples/prisma-glow",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for needed in [
+        "vars: previous_image",
+        "exec run vercel rollback --yes",
+        "drop view if exists public.web_fetch_cache_metrics",
+        "http wait_until GET https://api-base-url.unset/readiness",
+    ] {
+        assert!(stderr.contains(needed), "{needed}:\n{stderr}");
+    }
 }
