@@ -3,7 +3,8 @@
 //! both return `#{ name, sha256, size, planned }`. `artifact::list()` lists what the store holds.
 //!
 //! The store root is `<state_dir>/artifacts/<run_id>` unless policy sets `[artifacts] root`
-//! (a template: `{NAME}` takes `--var NAME=`, plus `{run_id}` and `{date}`). It keeps
+//! (a template: `{NAME}` takes `--var NAME=`, `{NAME:default}` a default when it is not
+//! given, plus `{run_id}` and `{date}`; a value may be a relative or absolute path without `..`). It keeps
 //! `manifest.json` (`{ "artifacts": [ { name, size, sha256, step, time } ] }`), rewritten
 //! atomically after each artifact.
 //!
@@ -119,15 +120,29 @@ pub fn root_for(ctx: &HostContext) -> Result<PathBuf, String> {
         let close = after
             .find('}')
             .ok_or_else(|| format!("[artifacts] root \"{template}\" has an unclosed '{{'"))?;
-        let key = &after[..close];
+        let (key, default) = match after[..close].split_once(':') {
+            Some((key, default)) => (key, Some(default)),
+            None => (&after[..close], None),
+        };
         let value = match key {
             "run_id" => ctx.run_id.clone(),
             "date" => chrono::Utc::now().format("%Y-%m-%d").to_string(),
-            name => ctx.settings.vars.get(name).cloned().ok_or_else(|| {
-                format!("[artifacts] root \"{template}\" uses {{{name}}}, but no --var {name}=... was given")
-            })?,
+            name => match (ctx.settings.vars.get(name), default) {
+                (Some(value), _) => value.clone(),
+                (None, Some(default)) => default.to_owned(),
+                (None, None) => {
+                    return Err(format!(
+                        "[artifacts] root \"{template}\" uses {{{name}}}, but no --var {name}=... was given"
+                    ));
+                }
+            },
         };
-        if value.is_empty() || value.contains(['/', '\0']) || value == ".." || value == "." {
+        // A value may be a path (`--var workspace=examples/app`, `.`), but never climb out with
+        // `..`; a tag or date stays one folder name.
+        let climbs = Path::new(&value)
+            .components()
+            .any(|c| matches!(c, Component::ParentDir));
+        if value.is_empty() || value.contains('\0') || climbs {
             return Err(format!(
                 "[artifacts] root \"{template}\": {{{key}}} = \"{value}\" is not a usable folder name"
             ));
@@ -489,10 +504,69 @@ fn walk(
     Ok(())
 }
 
+/// `put` in a dry run of a path that does not exist yet: plans the copy under its name.
+fn put_missing(
+    ctx: &HostContext,
+    state: &Artifacts,
+    path: &str,
+    name: Option<&str>,
+) -> HostResult<Map> {
+    let trimmed = path.trim_end_matches('/');
+    let base = match name {
+        Some(name) => name.to_owned(),
+        None => Path::new(trimmed)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| {
+                host_error(format!(
+                    "artifact::put: '{path}' has no name; use artifact::put(path, name)"
+                ))
+            })?,
+    };
+    let base = clean_name(&base).map_err(|why| host_error(format!("artifact::put: {why}")))?;
+    let target = if path.ends_with('/') {
+        format!("{base}/")
+    } else {
+        base.clone()
+    };
+    state.with_store(ctx, |_store| {
+        let effect = Effect {
+            namespace: "artifact",
+            action: "put",
+            target,
+            detail: json!({ "source": path, "exists": false }),
+            read_only: false,
+            subject: Subject::None,
+        };
+        match ctx.effect(effect, |_event| {
+            Err(host_error(format!("artifact::put: cannot read '{path}'")))
+        })? {
+            Outcome::Planned => Ok(map_of([
+                ("name", Dynamic::from(base.clone())),
+                ("sha256", Dynamic::from(String::new())),
+                ("size", Dynamic::from(0_i64)),
+                ("planned", Dynamic::TRUE),
+            ])),
+            Outcome::Done(()) => unreachable!("a dry run plans every write"),
+        }
+    })
+}
+
 fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> HostResult<Map> {
     let source = PathBuf::from(path);
-    let meta = std::fs::metadata(&source)
-        .map_err(|e| host_error(format!("artifact::put: cannot read '{path}': {e}")))?;
+    let meta = match std::fs::metadata(&source) {
+        Ok(meta) => meta,
+        // A dry run plans the copy of a file or directory that a planned step (a build, a
+        // test run) would have produced; a trailing `/` on the path marks a directory.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && ctx.is_dry_run() => {
+            return put_missing(ctx, state, path, name);
+        }
+        Err(e) => {
+            return Err(host_error(format!(
+                "artifact::put: cannot read '{path}': {e}"
+            )));
+        }
+    };
     let base = match name {
         Some(name) => name.to_owned(),
         None => std::fs::canonicalize(&source)

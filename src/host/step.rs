@@ -1,5 +1,5 @@
 //! The global functions that shape a run: `step(name, closure)`, `step(name, options, closure)`
-//! and `check(condition, message)`.
+//! `check(condition, message)` and `is_dry_run()`.
 //!
 //! A step is journaled (start, end, duration, outcome), may have a timeout (its own cancellation
 //! token, so only its own work is stopped), may `continue_on_error`, and may register a
@@ -30,6 +30,11 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         .register_into_engine(engine, move |call: NativeCallContext, name: &str, options: Map, body: FnPtr| {
             run_step(&c, &call, name, Options::new("step", options), body)
         });
+    let c = ctx.clone();
+    rhai::FuncRegistration::new("is_dry_run")
+        .with_params_info(["bool"])
+        .with_comments(["/// True in a dry run (`--dry-run`, or `--watch` without `--live`): lets a runbook report a\n/// finding instead of failing on it when nothing is going to change."])
+        .register_into_engine(engine, move || c.is_dry_run());
     rhai::FuncRegistration::new("check")
         .with_params_info(["condition: bool", "message: String", "()"])
         .with_comments(["/// Fails the current step with `message` when `condition` is false."])
