@@ -8,7 +8,7 @@ use crate::cancel::{Cancel, CancelReason};
 use crate::config::{Mode, RunSettings};
 use crate::engine::{self, MEMORY_TOKEN};
 use crate::error::{EXIT_INTERRUPTED, EXIT_OK, Error};
-use crate::host::{HostContext, StepFrame, error_text};
+use crate::host::{HostContext, error_text};
 use crate::journal::Journal;
 use crate::redact::Redactor;
 use crate::reporter::{Format, Reporter, format_ms};
@@ -308,7 +308,11 @@ fn run_on_engine_thread(
 
     let failed = matches!(&outcome, Err(error) if !matches!(error, Error::Interrupted));
     if failed && !ctx.rollbacks.borrow().is_empty() {
-        run_rollbacks(&ctx, &engine, &ast);
+        // Only when the script failed outside a step (a failed top-level step already ran
+        // them, inside the script's context where its imports still exist).
+        crate::host::step::run_rollbacks(&ctx, |closure| {
+            closure.call::<Dynamic>(&engine, &ast, ())
+        });
     }
 
     let plan = {
@@ -429,45 +433,6 @@ fn print_summary(
     let text = ctx.redactor.redact(&out);
     let _ = std::io::stderr().write_all(text.as_bytes());
     let _ = settings.flags.format == Format::Json;
-}
-
-/// Runs the compensations registered by steps that succeeded, newest first. A failing
-/// compensation is reported and the next one still runs.
-fn run_rollbacks(ctx: &Rc<HostContext>, engine: &rhai::Engine, ast: &rhai::AST) {
-    let rollbacks: Vec<_> = ctx.rollbacks.borrow_mut().drain(..).rev().collect();
-    ctx.log(
-        "warn",
-        &format!("running {} compensation(s), newest first", rollbacks.len()),
-    );
-    for rollback in rollbacks {
-        let name = format!("rollback: {}", rollback.step);
-        ctx.steps.borrow_mut().push(StepFrame {
-            name: name.clone(),
-            token: ctx.cancel.root.child_token(),
-            started: Instant::now(),
-        });
-        ctx.journal.emit(
-            "step_start",
-            Some(&name),
-            json!({ "rollback_of": rollback.step }),
-        );
-        let started = Instant::now();
-        let result = rollback.closure.call::<Dynamic>(engine, ast, ());
-        ctx.steps.borrow_mut().pop();
-        let duration_ms = started.elapsed().as_millis() as u64;
-        match result {
-            Ok(_) => {
-                ctx.journal.emit("step_end", Some(&name), json!({ "outcome": "ok", "duration_ms": duration_ms, "rollback_of": rollback.step }));
-            }
-            Err(error) => {
-                ctx.journal.emit(
-                    "step_end",
-                    Some(&name),
-                    json!({ "outcome": "failed", "duration_ms": duration_ms, "error": error_text(&error), "rollback_of": rollback.step }),
-                );
-            }
-        }
-    }
 }
 
 /// Finds where an error really happened: the innermost call's source and position.

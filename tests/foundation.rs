@@ -402,6 +402,27 @@ fn continue_on_error_goes_on_and_rollbacks_run_newest_first() {
 }
 
 #[test]
+fn rollback_closures_can_call_imported_modules() {
+    let out = Test::new()
+        .file("lib/undo.rhai", "fn it() { print(\"undone\"); }\n")
+        .script(
+            r#"
+            import "lib/undo" as undo;
+            step("deploy", #{ rollback: || undo::it() }, || print("deployed"));
+            step("verify", || { throw "broken"; });
+            "#,
+        )
+        .status(1);
+    assert_eq!(out.stdout, "deployed\nundone\n", "{}", out.stderr);
+    let events = out.journal();
+    let rollback = events
+        .iter()
+        .find(|e| e["kind"] == "step_end" && e["step"] == "rollback: deploy")
+        .unwrap();
+    assert_eq!(rollback["outcome"], "ok");
+}
+
+#[test]
 fn from_and_only_select_top_level_steps() {
     let script = r#"
         step("a", || print("a"));

@@ -145,6 +145,20 @@ fn run_step(
                     "continue_on_error": continue_on_error && !cancelled,
                 }),
             );
+            // A failed top-level step ends the run: compensate now, while the script's imports
+            // are still in scope for the rollback closures.
+            let engine_limit = matches!(
+                *error,
+                EvalAltResult::ErrorTooManyOperations(..) | EvalAltResult::ErrorStackOverflow(..)
+            );
+            if depth == 0 && !continue_on_error && !cancelled && !engine_limit {
+                ctx.failed_step
+                    .borrow_mut()
+                    .get_or_insert_with(|| name.to_owned());
+                run_rollbacks(ctx, |closure| {
+                    closure.call_within_context::<Dynamic>(call, ())
+                });
+            }
             if continue_on_error && !cancelled {
                 ctx.journal.emit(
                     "log",
@@ -208,4 +222,41 @@ fn spawn_timer(
             () = token.cancelled() => {}
         }
     })
+}
+
+/// Runs the compensations registered by steps that succeeded, newest first, each as a journaled
+/// step `rollback: NAME`. A failing compensation is reported and the next one still runs.
+pub fn run_rollbacks(ctx: &HostContext, call: impl Fn(&FnPtr) -> HostResult<Dynamic>) {
+    let rollbacks: Vec<Rollback> = ctx.rollbacks.borrow_mut().drain(..).rev().collect();
+    if rollbacks.is_empty() {
+        return;
+    }
+    ctx.log(
+        "warn",
+        &format!("running {} compensation(s), newest first", rollbacks.len()),
+    );
+    for rollback in rollbacks {
+        let name = format!("rollback: {}", rollback.step);
+        ctx.steps.borrow_mut().push(StepFrame {
+            name: name.clone(),
+            token: ctx.cancel.root.child_token(),
+            started: Instant::now(),
+        });
+        ctx.journal.emit(
+            "step_start",
+            Some(&name),
+            json!({ "rollback_of": rollback.step }),
+        );
+        let started = Instant::now();
+        let result = call(&rollback.closure);
+        ctx.steps.borrow_mut().pop();
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let mut fields =
+            json!({ "outcome": "ok", "duration_ms": duration_ms, "rollback_of": rollback.step });
+        if let Err(error) = result {
+            fields["outcome"] = json!("failed");
+            fields["error"] = json!(error_text(&error));
+        }
+        ctx.journal.emit("step_end", Some(&name), fields);
+    }
 }
