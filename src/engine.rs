@@ -61,6 +61,13 @@ pub fn build(ctx: &Rc<HostContext>, sources: SharedSources) -> Engine {
         None
     });
 
+    // `"text" + number` and `${number}` call Rhai's generic `to_string`, found through a
+    // lookup without caches that walks every registered module, and then look the text up as a
+    // custom type name in every module again. With a dozen host namespaces that made a
+    // string-building script ~20% slower than plain Rhai (bench P8 strings). This exact
+    // overload for integers is found first (the engine's own namespace) and gives the same text.
+    engine.register_fn("to_string", |value: rhai::INT| value.to_string());
+
     let c = ctx.clone();
     engine.on_print(move |text| {
         c.emit("output", json!({ "stream": "script", "line": text }));

@@ -214,6 +214,10 @@ fn run_on_engine_thread(
         .borrow_mut()
         .texts
         .insert(settings.source_name.clone(), settings.text.clone());
+    let run_dir = settings.state_dir.join("runs").join(&run_id);
+    // Started before the engine is built and the script compiled, so that opening the run
+    // index overlaps them instead of adding to the start-up.
+    let index = crate::state::start(&settings, Some(run_dir.join("journal.jsonl")))?;
     let engine = engine::build(&ctx, sources.clone());
 
     let report_files = |sources: &SharedSources| {
@@ -244,7 +248,6 @@ fn run_on_engine_thread(
         )?),
         None => None,
     };
-    let run_dir = settings.state_dir.join("runs").join(&run_id);
     journal
         .attach_file(&run_dir)
         .map_err(|e| Error::host(format!("creating the journal in {}", run_dir.display()), e))?;
@@ -252,7 +255,7 @@ fn run_on_engine_thread(
     if let Some(finished) = &finished {
         finished.lock().unwrap_or_else(|e| e.into_inner()).run_id = Some(run_id.clone());
     }
-    crate::state::attach(&journal, &settings)?;
+    journal.add_sink(index);
     if let Some(shared) = shared {
         journal.add_sink(shared);
     }
