@@ -431,14 +431,7 @@ fn readme_main_command_plans_the_release_with_no_environment() {
         .env("NO_COLOR", "1")
         .env("GLOW_STATE_DIR", state.path())
         .current_dir(staging::repo())
-        .args([
-            "scripts/release.rhai",
-            "--dry-run",
-            "--var",
-            "workspace=examples/prisma-glow",
-            "--var",
-            "tag=v1.0.0",
-        ]);
+        .args(readme_main_command());
     let output = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
@@ -503,4 +496,16 @@ fn readme_main_command_plans_the_release_with_no_environment() {
     ] {
         assert!(stderr.contains(needed), "{needed}:\n{stderr}");
     }
+}
+
+/// The arguments of the README's main command (`cargo run --release -- ARGS`), so the README
+/// cannot drift from what this test proves.
+fn readme_main_command() -> Vec<String> {
+    let readme = std::fs::read_to_string(staging::repo().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("cargo run --release -- "))
+        .expect("the README shows the main command as `cargo run --release -- ...`");
+    assert!(line.starts_with("scripts/release.rhai --dry-run"), "{line}");
+    line.split_whitespace().map(str::to_owned).collect()
 }
