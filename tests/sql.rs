@@ -13,9 +13,10 @@ const MIGRATIONS: [&str; 4] = [
     "20251115123000_web_fetch_cache_retention.sql",
 ];
 
-/// Copies the fixture migrations into `migrations/` of the test dir.
+/// Copies the runbook's four seed migrations (the sample workspace's) into `migrations/`.
 fn with_migrations(test: Test) -> Test {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/migrations");
+    let source =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prisma-glow/supabase/migrations");
     let target = test.path().join("migrations");
     std::fs::create_dir_all(&target).unwrap();
     for name in MIGRATIONS {

@@ -282,9 +282,9 @@ impl Staging {
         // The RAG service created its cache table before this release's retention migration.
         cluster.psql(
             &self.db.name,
-            &std::fs::read_to_string(
-                fixtures.join("migrations/20251115122000_web_fetch_cache.sql"),
-            )
+            &std::fs::read_to_string(repo().join(
+                "examples/prisma-glow/supabase/migrations/20251115122000_web_fetch_cache.sql",
+            ))
             .unwrap(),
         );
         let age = if faults.stale_cache { 20 } else { 2 };
