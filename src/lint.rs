@@ -398,11 +398,7 @@ impl<'a> Lints<'a> {
                 return;
             };
             if let Some((first_file, line)) = self.prompts.get(&id) {
-                let place = if first_file == file {
-                    format!("line {line}")
-                } else {
-                    format!("{first_file}:{line}")
-                };
+                let place = first_use(first_file, *line, file);
                 self.findings.push(finding(
                     file,
                     at.line,
@@ -438,11 +434,7 @@ impl<'a> Lints<'a> {
             .unwrap_or_default();
         if let (Some(name), Some([first, ..])) = (&name, args.first()) {
             if let Some((first_file, line)) = self.steps.get(name) {
-                let place = if first_file == file {
-                    format!("line {line}")
-                } else {
-                    format!("{first_file}:{line}")
-                };
+                let place = first_use(first_file, *line, file);
                 self.findings.push(finding(
                     file,
                     first.line,
@@ -601,6 +593,15 @@ pub fn prompt_id_of(text: &str) -> String {
         }
     }
     id
+}
+
+/// Where a name was first used, as a finding on `file` should say it.
+fn first_use(first_file: &str, line: usize, file: &str) -> String {
+    if first_file == file {
+        format!("line {line}")
+    } else {
+        format!("{first_file}:{line}")
+    }
 }
 
 #[cfg(test)]

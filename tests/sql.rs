@@ -820,6 +820,14 @@ fn staging_fixtures_apply_after_the_runbook_migrations() {
         )
         .unwrap();
     }
+    // The helper functions are the sample workspace's own migration (one copy in the repo).
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/prisma-glow/supabase/migrations/20250821115406_.sql"),
+        test.path()
+            .join("migrations/20250821115406_helper_functions.sql"),
+    )
+    .unwrap();
     let out = test
         .env("DB", &db.url)
         .script(
