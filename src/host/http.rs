@@ -988,6 +988,31 @@ fn wait_until(ctx: &HostContext, client: &Client, url: &str, options: Map) -> Ho
     })
 }
 
+/// The body of `get`, `post` and `request`: parse the call, then perform it.
+#[allow(clippy::too_many_arguments)]
+fn send(
+    ctx: &HostContext,
+    client: &Client,
+    what: &'static str,
+    action: &'static str,
+    method: &str,
+    url: &str,
+    body: Dynamic,
+    options: Map,
+) -> HostResult<Map> {
+    let spec = parse_call(
+        ctx,
+        what,
+        action,
+        method,
+        url,
+        body,
+        Options::new(what, options),
+        true,
+    )?;
+    call(ctx, client, &spec)
+}
+
 pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     engine
         .register_type_with_name::<NotJson>("NotJson")
@@ -1013,50 +1038,44 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
 
     let docs_get =
         format!("GET a URL; returns {result}. Runs in dry runs (a read).\n{options_doc}");
-    for with_options in [false, true] {
-        let (c, k) = (ctx.clone(), client.clone());
-        if with_options {
-            add_fn(
-                &mut module,
+    let (c, k) = (ctx.clone(), client.clone());
+    add_fn(
+        &mut module,
+        "get",
+        &["url: String", "Map"],
+        &docs_get,
+        move |url: &str| {
+            send(
+                &c,
+                &k,
+                "http::get",
                 "get",
-                &["url: String", "options: Map", "Map"],
-                &docs_get,
-                move |url: &str, options: Map| {
-                    let call_spec = parse_call(
-                        &c,
-                        "http::get",
-                        "get",
-                        "GET",
-                        url,
-                        Dynamic::UNIT,
-                        Options::new("http::get", options),
-                        true,
-                    )?;
-                    call(&c, &k, &call_spec)
-                },
-            );
-        } else {
-            add_fn(
-                &mut module,
+                "GET",
+                url,
+                Dynamic::UNIT,
+                Map::new(),
+            )
+        },
+    );
+    let (c, k) = (ctx.clone(), client.clone());
+    add_fn(
+        &mut module,
+        "get",
+        &["url: String", "options: Map", "Map"],
+        &docs_get,
+        move |url: &str, options: Map| {
+            send(
+                &c,
+                &k,
+                "http::get",
                 "get",
-                &["url: String", "Map"],
-                &docs_get,
-                move |url: &str| {
-                    let call_spec = parse_call(
-                        &c,
-                        "http::get",
-                        "get",
-                        "GET",
-                        url,
-                        Dynamic::UNIT,
-                        Options::empty("http::get"),
-                        true,
-                    )?;
-                    call(&c, &k, &call_spec)
-                },
-            );
-        }
-    }
+                "GET",
+                url,
+                Dynamic::UNIT,
+                options,
+            )
+        },
+    );
 
     let docs_post = format!(
         "POST a body (a map or array is sent as JSON, a string as is); returns {result}.\n\
@@ -1069,17 +1088,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         &["url: String", "body: Dynamic", "Map"],
         &docs_post,
         move |url: &str, body: Dynamic| {
-            let call_spec = parse_call(
-                &c,
-                "http::post",
-                "post",
-                "POST",
-                url,
-                body,
-                Options::empty("http::post"),
-                true,
-            )?;
-            call(&c, &k, &call_spec)
+            send(&c, &k, "http::post", "post", "POST", url, body, Map::new())
         },
     );
     let (c, k) = (ctx.clone(), client.clone());
@@ -1089,17 +1098,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         &["url: String", "body: Dynamic", "options: Map", "Map"],
         &docs_post,
         move |url: &str, body: Dynamic, options: Map| {
-            let call_spec = parse_call(
-                &c,
-                "http::post",
-                "post",
-                "POST",
-                url,
-                body,
-                Options::new("http::post", options),
-                true,
-            )?;
-            call(&c, &k, &call_spec)
+            send(&c, &k, "http::post", "post", "POST", url, body, options)
         },
     );
 
@@ -1114,17 +1113,16 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         &["method: String", "url: String", "options: Map", "Map"],
         &docs_request,
         move |method: &str, url: &str, options: Map| {
-            let call_spec = parse_call(
+            send(
                 &c,
+                &k,
                 "http::request",
                 "request",
                 method,
                 url,
                 Dynamic::UNIT,
-                Options::new("http::request", options),
-                true,
-            )?;
-            call(&c, &k, &call_spec)
+                options,
+            )
         },
     );
     let (c, k) = (ctx.clone(), client.clone());
@@ -1134,17 +1132,16 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         &["method: String", "url: String", "Map"],
         &docs_request,
         move |method: &str, url: &str| {
-            let call_spec = parse_call(
+            send(
                 &c,
+                &k,
                 "http::request",
                 "request",
                 method,
                 url,
                 Dynamic::UNIT,
-                Options::empty("http::request"),
-                true,
-            )?;
-            call(&c, &k, &call_spec)
+                Map::new(),
+            )
         },
     );
 
