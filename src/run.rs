@@ -11,7 +11,7 @@ use crate::error::{EXIT_INTERRUPTED, EXIT_OK, Error};
 use crate::host::{HostContext, error_text};
 use crate::journal::Journal;
 use crate::redact::Redactor;
-use crate::reporter::{Format, Reporter, format_ms};
+use crate::reporter::{Reporter, format_ms};
 use crate::resolver::{STDLIB_PREFIX, SharedSources, Sources};
 use crate::span::Location;
 use clap::Parser;
@@ -435,7 +435,6 @@ fn print_summary(
     out.push('\n');
     let text = ctx.redactor.redact(&out);
     let _ = std::io::stderr().write_all(text.as_bytes());
-    let _ = settings.flags.format == Format::Json;
 }
 
 /// Finds where an error really happened: the innermost call's source and position.
