@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub struct CountingAllocator;
 
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -20,17 +19,9 @@ pub fn allocated() -> usize {
     ALLOCATED.load(Ordering::Relaxed)
 }
 
-/// The highest value [`allocated`] has reached.
-pub fn peak() -> usize {
-    PEAK.load(Ordering::Relaxed)
-}
-
 #[inline]
 fn grew(size: usize) {
-    let now = ALLOCATED.fetch_add(size, Ordering::Relaxed) + size;
-    if now > PEAK.load(Ordering::Relaxed) {
-        PEAK.store(now, Ordering::Relaxed);
-    }
+    ALLOCATED.fetch_add(size, Ordering::Relaxed);
 }
 
 // SAFETY: every call is forwarded to the system allocator unchanged; only counters are kept.

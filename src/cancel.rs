@@ -99,8 +99,4 @@ impl Cancel {
             _ => None,
         }
     }
-
-    pub fn is_interrupted(&self) -> bool {
-        matches!(self.reason(), Some(CancelReason::Interrupted))
-    }
 }
