@@ -271,6 +271,7 @@ fn run_on_engine_thread(
             "vars": settings.vars,
             "trace_id": ctx.trace_id,
             "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+            "pid": std::process::id(),
             "resumes": settings.resume.as_ref().map(|r| r.run_id.clone()),
             "journal": journal_file.path().map(|p| p.display().to_string()),
         }),
