@@ -137,6 +137,10 @@ pub enum Command {
         /// Resume even though the script changed since that run.
         #[arg(long)]
         force: bool,
+        /// Run again the steps that started in RUN_ID and never ended (in doubt) when they
+        /// have no `verify` closure, instead of refusing.
+        #[arg(long)]
+        rerun_in_doubt: bool,
         #[command(flatten)]
         run: RunFlags,
     },

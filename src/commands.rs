@@ -226,7 +226,7 @@ fn render_run(run: &RunRecord) -> String {
 pub fn resume(
     global: &GlobalFlags,
     run_id: &str,
-    force: bool,
+    (force, rerun_in_doubt): (bool, bool),
     mut run: RunFlags,
     redactor: &Arc<Redactor>,
 ) -> Result<i32, Error> {
@@ -277,9 +277,19 @@ pub fn resume(
         "resuming run {run_id}: {} step(s) that succeeded will be skipped",
         succeeded.len()
     );
+    let in_doubt = previous.in_doubt_steps();
+    for step in &in_doubt {
+        eprintln!(
+            "step '{}' is in doubt: run {run_id} started it and never ended it (last journaled effect: {})",
+            step.name,
+            step.last_effect.as_deref().unwrap_or("none")
+        );
+    }
     settings.resume = Some(Resume {
         run_id: previous.id.clone(),
         succeeded,
+        in_doubt,
+        rerun_in_doubt,
     });
     crate::run::execute(settings, redactor)
 }

@@ -67,9 +67,18 @@ fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error
         Some(Command::Check { scripts, stdlib }) => crate::commands::check(&scripts, stdlib),
         Some(Command::Runs { limit }) => crate::commands::runs(&arguments.global, limit),
         Some(Command::Show { run_id }) => crate::commands::show(&arguments.global, &run_id),
-        Some(Command::Resume { run_id, force, run }) => {
-            crate::commands::resume(&arguments.global, &run_id, force, run, redactor)
-        }
+        Some(Command::Resume {
+            run_id,
+            force,
+            rerun_in_doubt,
+            run,
+        }) => crate::commands::resume(
+            &arguments.global,
+            &run_id,
+            (force, rerun_in_doubt),
+            run,
+            redactor,
+        ),
         Some(Command::Bundle { run_id, output }) => {
             crate::commands::bundle(&arguments.global, &run_id, &output)
         }
@@ -310,6 +319,11 @@ fn run_on_engine_thread(
         _ => outcome,
     };
 
+    // A refusal the person has to resolve (an in-doubt step on resume) is a usage error: exit 2.
+    let outcome = match ctx.refusal.borrow_mut().take() {
+        Some(message) => Err(Error::usage(message)),
+        None => outcome,
+    };
     let failed = matches!(&outcome, Err(error) if !matches!(error, Error::Interrupted));
     if failed && !ctx.rollbacks.borrow().is_empty() {
         // Only when the script failed outside a step (a failed top-level step already ran
