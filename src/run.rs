@@ -29,6 +29,10 @@ const ENGINE_STACK: usize = 64 * 1024 * 1024;
 
 /// The entry point of the binary: returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == crate::host::exec::reaper::ARG) {
+        return crate::host::exec::reaper::serve();
+    }
     init_tracing();
     let arguments = match Arguments::try_parse_from(args) {
         Ok(arguments) => arguments,
