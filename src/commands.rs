@@ -1,4 +1,5 @@
-//! The subcommands other than running a script: check, runs, show, resume, bundle, verify, defs.
+//! The subcommands other than running a script: check, runs, show, resume, bundle, verify, defs,
+//! unlock.
 
 use crate::arguments::{GlobalFlags, RunFlags};
 use crate::config::{Resume, RunSettings};
@@ -343,6 +344,22 @@ pub fn defs(out: Option<&Path>) -> Result<i32, Error> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `glow-run unlock SCRIPT --env NAME --reason TEXT --state URL`: end a stuck release lock.
+pub fn unlock(
+    global: &GlobalFlags,
+    script: &str,
+    environment: &str,
+    reason: &str,
+    yes: bool,
+) -> Result<i32, Error> {
+    let Some(url) = &global.state else {
+        return Err(Error::usage(
+            "unlock needs --state postgres://... (the release lock lives in the shared state)",
+        ));
+    };
+    crate::shared_state::unlock(url, script, environment, reason, yes)
 }
 
 /// `glow-run runs --state postgres://...`: the team's history from the shared state.

@@ -30,7 +30,10 @@ const ENGINE_STACK: usize = 64 * 1024 * 1024;
 /// The entry point of the binary: returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     let args: Vec<OsString> = args.into_iter().collect();
-    if args.get(1).is_some_and(|a| a == crate::host::exec::reaper::ARG) {
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::host::exec::reaper::ARG)
+    {
         return crate::host::exec::reaper::serve();
     }
     init_tracing();
@@ -86,6 +89,12 @@ fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error
         Some(Command::Bundle { run_id, output }) => {
             crate::commands::bundle(&arguments.global, &run_id, &output)
         }
+        Some(Command::Unlock {
+            script,
+            environment,
+            reason,
+            yes,
+        }) => crate::commands::unlock(&arguments.global, &script, &environment, &reason, yes),
         Some(Command::Verify { path }) => crate::commands::verify(&path),
         Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
         None => {
@@ -258,6 +267,7 @@ fn run_on_engine_thread(
             ctx.initiator(),
             &ctx.runtime,
             &redactor,
+            &cancel,
         )?),
         None => None,
     };

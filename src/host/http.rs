@@ -571,10 +571,13 @@ async fn send_once(
         builder = builder.header("idempotency-key", key);
     }
     let exchange = async {
-        let mut response = builder.send().await.map_err(|e| match classify(&e, timeout) {
-            Failure::Other(why) if retry::is_reset(&e) => Failure::Reset(why),
-            failure => failure,
-        })?;
+        let mut response = builder
+            .send()
+            .await
+            .map_err(|e| match classify(&e, timeout) {
+                Failure::Other(why) if retry::is_reset(&e) => Failure::Reset(why),
+                failure => failure,
+            })?;
         if let Some(length) = response.content_length()
             && length > call.max_body
         {
@@ -725,7 +728,10 @@ fn perform(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<(Reply
     };
     if let (Some(why), Ok(reply)) = (withheld, &result) {
         let status = reply.status_text();
-        ctx.log("warn", &format!("{} {}: {status}; {why}", call.what, call.label()));
+        ctx.log(
+            "warn",
+            &format!("{} {}: {status}; {why}", call.what, call.label()),
+        );
     }
     match result {
         Ok(reply) => Ok((reply, attempts)),

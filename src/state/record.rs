@@ -239,7 +239,6 @@ impl RunRecord {
     }
 }
 
-
 /// Whether the process of a run is alive (a zombie or this very process does not count).
 pub fn pid_alive(pid: i64) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
@@ -249,7 +248,10 @@ pub fn pid_alive(pid: i64) -> bool {
         return false;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next());
     match state {
         Some("Z" | "X") => false,
         Some(_) => true,

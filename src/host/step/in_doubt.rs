@@ -42,18 +42,14 @@ pub fn decide(
         return Ok(None);
     };
     let last_effect = doubt.last_effect.as_deref().unwrap_or("none");
-    let record = |decision: &str, by: &str| {
-        json!({ "run": resume.run_id, "decision": decision, "by": by, "last_effect": doubt.last_effect })
-    };
+    let record = |decision: &str, by: &str| json!({ "run": resume.run_id, "decision": decision, "by": by, "last_effect": doubt.last_effect });
     if let Some(verify) = verify {
-        let done = verify
-            .call_within_context::<bool>(call, ())
-            .map_err(|e| {
-                host_error(format!(
-                    "step '{name}' is in doubt and its verify closure failed: {}",
-                    error_text(&e)
-                ))
-            })?;
+        let done = verify.call_within_context::<bool>(call, ()).map_err(|e| {
+            host_error(format!(
+                "step '{name}' is in doubt and its verify closure failed: {}",
+                error_text(&e)
+            ))
+        })?;
         ctx.log(
             "info",
             &format!(
