@@ -3,6 +3,7 @@
 mod support;
 
 mod authoring;
+mod crash;
 mod evidence;
 mod foundation;
 mod http;

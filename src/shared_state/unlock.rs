@@ -16,16 +16,23 @@ use std::time::{Duration, Instant};
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// Who ended a run's session and why, when `unlock` recorded it (for the run that lost it).
+/// `unlock` records just after ending the session, so this looks for a moment.
 pub async fn reason_for(url: &str, run_id: &str) -> Option<String> {
     let lookup = async {
         let mut connection = connect(url).await.ok()?;
-        let row = sqlx::query(
-            "select unlocked_by, unlock_reason from glow_runs where run_id = $1 and unlocked_by is not null",
-        )
-        .bind(run_id)
-        .fetch_optional(&mut connection)
-        .await
-        .ok()??;
+        let row = loop {
+            let row = sqlx::query(
+                "select unlocked_by, unlock_reason from glow_runs where run_id = $1 and unlocked_by is not null",
+            )
+            .bind(run_id)
+            .fetch_optional(&mut connection)
+            .await
+            .ok()?;
+            match row {
+                Some(row) => break row,
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
         Some(format!(
             "`glow-run unlock` by {}: {}",
             row.get::<String, _>("unlocked_by"),
