@@ -22,10 +22,11 @@ pub mod vars;
 use crate::cancel::{Cancel, CancelReason, CancellationToken};
 use crate::config::{Mode, RunSettings};
 use crate::journal::Journal;
-use crate::options::{HostResult, host_error};
+use crate::options::HostResult;
 use crate::plan::{Needs, Plan, PlannedEffect};
 use crate::policy::{Policy, Subject};
 use crate::redact::Redactor;
+use crate::script_error::ScriptError;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position};
 use serde_json::{Value, json};
 use std::cell::RefCell;
@@ -241,7 +242,9 @@ impl HostContext {
             event.insert("error".into(), json!(rule));
             self.journal
                 .emit("effect", step.as_deref(), Value::Object(event));
-            return Err(host_error(rule));
+            return Err(ScriptError::new("policy", rule.clone())
+                .with("rule", rule)
+                .into_eval());
         }
 
         let planned = self.is_dry_run() && !effect.read_only;
@@ -271,8 +274,14 @@ impl HostContext {
             return Ok(Outcome::Planned);
         }
 
+        tracing::debug!(
+            namespace = effect.namespace,
+            action = effect.action,
+            "effect"
+        );
         let started = Instant::now();
-        let result = perform(&mut event);
+        let result =
+            perform(&mut event).map_err(|error| ScriptError::name_kind(error, effect.namespace));
         event.insert(
             "duration_ms".into(),
             json!(started.elapsed().as_millis() as u64),
@@ -307,7 +316,10 @@ pub fn is_cancellation(error: &EvalAltResult) -> bool {
 /// The message of an error without Rhai's position suffix.
 pub fn error_text(error: &EvalAltResult) -> String {
     match error {
-        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        EvalAltResult::ErrorRuntime(value, _) => match value.clone().try_cast::<ScriptError>() {
+            Some(error) => error.message,
+            None => value.to_string(),
+        },
         EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
         | EvalAltResult::ErrorInModule(_, inner, _) => error_text(inner),
         other => {

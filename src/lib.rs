@@ -26,6 +26,7 @@ pub mod report;
 pub mod reporter;
 pub mod resolver;
 pub mod run;
+pub mod script_error;
 pub mod shared_state;
 pub mod span;
 pub mod state;
