@@ -8,13 +8,10 @@
 
 use crate::config::{Mode, RunSettings};
 use crate::error::{EXIT_OK, Error};
-use crate::host::HostContext;
 use crate::redact::Redactor;
-use crate::resolver::{STDLIB_PREFIX, SharedSources, Sources, display_path};
-use std::cell::RefCell;
+use crate::resolver::{STDLIB_PREFIX, SharedSources, display_path};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// The host namespaces and their function names, read from an engine's metadata.
@@ -66,31 +63,24 @@ fn compile_parts(
     let mut settings = settings.clone();
     settings.mode = Mode::DryRun;
     let settings = Arc::new(settings);
-    let ctx = HostContext::new(
+    let crate::session::Session {
+        engine, sources, ..
+    } = crate::session::build(
         settings.clone(),
         Arc::new(Redactor::new()),
         Arc::new(crate::cancel::Cancel::new()),
         runtime.clone(),
         "check",
     );
-    let sources: SharedSources = Rc::new(RefCell::new(Sources::default()));
-    sources
-        .borrow_mut()
-        .texts
-        .insert(settings.source_name.clone(), settings.text.clone());
-    let engine = crate::engine::build(&ctx, sources.clone());
     let result = engine
         .compile_into_self_contained(&rhai::Scope::new(), &settings.text)
         .map(|_| ())
-        .map_err(|error| crate::run::compile_error(&error, &settings.source_name, &sources));
+        .map_err(|error| crate::diagnostic::compile_error(&error, &settings.source_name, &sources));
     (Compiled { engine, sources }, result)
 }
 
 pub fn check(scripts: &[PathBuf], stdlib: Option<PathBuf>) -> Result<i32, Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::host("starting the runtime", e))?;
+    let runtime = crate::session::inspection_runtime()?;
     let mut findings = Vec::new();
     for script in scripts {
         let flags = crate::arguments::RunFlags {

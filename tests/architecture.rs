@@ -134,3 +134,141 @@ fn fs_allow_confines_reads_and_names_the_rule() {
         .count();
     assert_eq!(denied, 2);
 }
+
+/// The modules of `src/` (one per file) and the modules each one names through `crate::` or
+/// `super::` paths: the dependency graph the layering in DESIGN.md speaks of.
+fn module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    let module_of = |path: &std::path::Path| {
+        let relative = path.strip_prefix(&root).unwrap().with_extension("");
+        relative.to_string_lossy().replace('/', "::")
+    };
+    let modules: BTreeSet<String> = files.iter().map(|p| module_of(p)).collect();
+    let mut graph = BTreeMap::new();
+    for path in &files {
+        let module = module_of(path);
+        if module == "lib" || module == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        let parent = module.rsplit_once("::").map(|(p, _)| p.to_owned());
+        let mut targets = BTreeSet::new();
+        let mut add = |segments: Vec<String>| {
+            // The longest prefix that is a module file is the dependency.
+            for len in (1..=segments.len()).rev() {
+                let candidate = segments[..len].join("::");
+                if modules.contains(&candidate) {
+                    let is_ancestor = module.starts_with(&format!("{candidate}::"));
+                    if candidate != module && !is_ancestor {
+                        targets.insert(candidate);
+                    }
+                    return;
+                }
+            }
+        };
+        for (prefix, base) in [("crate::", None), ("super::", parent.clone())] {
+            for path in paths_after(&text, prefix) {
+                let mut segments: Vec<String> = base
+                    .iter()
+                    .flat_map(|b| b.split("::").map(str::to_owned))
+                    .collect();
+                if prefix == "super::" {
+                    segments.pop();
+                }
+                segments.extend(path);
+                add(segments);
+            }
+        }
+        graph.insert(module, targets);
+    }
+    graph
+}
+
+/// Every path after `prefix` (`crate::a::b`, and each item of `crate::{a, b::c}`), as segments.
+fn paths_after(text: &str, prefix: &str) -> Vec<Vec<String>> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(prefix) {
+        let preceded_by_ident = rest[..at].chars().next_back().is_some_and(is_ident);
+        rest = &rest[at + prefix.len()..];
+        if preceded_by_ident {
+            continue;
+        }
+        let path = |text: &str| -> Vec<String> {
+            text.split("::")
+                .map(|s| s.chars().take_while(|c| is_ident(*c)).collect::<String>())
+                .take_while(|s| !s.is_empty() && s.starts_with(|c: char| c.is_ascii_lowercase()))
+                .collect()
+        };
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                out.push(path(item.trim()));
+            }
+        } else {
+            let end = rest
+                .find(|c: char| !(is_ident(c) || c == ':'))
+                .unwrap_or(rest.len());
+            out.push(path(&rest[..end]));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_module_graph_of_src_has_no_cycles() {
+    let graph = module_graph();
+    assert!(graph.contains_key("run") && graph["cli"].contains("run"));
+    // Depth-first search with colours; a grey target is a back edge: a cycle.
+    fn visit<'a>(
+        node: &'a str,
+        graph: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        colour: &mut std::collections::BTreeMap<&'a str, u8>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        colour.insert(node, 1);
+        path.push(node);
+        for next in graph.get(node).into_iter().flatten() {
+            match colour.get(next.as_str()) {
+                Some(1) => {
+                    let start = path.iter().position(|n| *n == next).unwrap();
+                    let mut cycle: Vec<String> =
+                        path[start..].iter().map(|s| s.to_string()).collect();
+                    cycle.push(next.clone());
+                    return Some(cycle);
+                }
+                Some(_) => {}
+                None => {
+                    if let Some(cycle) = visit(next, graph, colour, path) {
+                        return Some(cycle);
+                    }
+                }
+            }
+        }
+        path.pop();
+        colour.insert(node, 2);
+        None
+    }
+    let mut colour = std::collections::BTreeMap::new();
+    for node in graph.keys() {
+        if !colour.contains_key(node.as_str())
+            && let Some(cycle) = visit(node, &graph, &mut colour, &mut Vec::new())
+        {
+            panic!("import cycle in src/: {}", cycle.join(" -> "));
+        }
+    }
+}
