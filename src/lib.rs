@@ -23,6 +23,7 @@ pub mod lint;
 pub mod options;
 pub mod plan;
 pub mod policy;
+pub mod prompt_id;
 pub mod redact;
 pub mod report;
 pub mod reporter;

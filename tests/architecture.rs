@@ -272,3 +272,26 @@ fn the_module_graph_of_src_has_no_cycles() {
         }
     }
 }
+
+#[test]
+fn check_and_prompt_agree_on_the_id_of_a_question_without_letters() {
+    // `prompt` answers "???" under the id `prompt`; `check` must see the same id.
+    let test = Test::new()
+        .file("answers.toml", "prompt = true\n")
+        .script("print(prompt::confirm(\"???\"));\n");
+    let out = test.args(&["--answers", "answers.toml"]).status(0);
+    assert_eq!(out.stdout, "true\n");
+    let out = Test::new()
+        .file(
+            "two.rhai",
+            "prompt::confirm(\"???\");\nprompt::confirm(\"!!!\");\n",
+        )
+        .args(&["check", "two.rhai"])
+        .status(2);
+    assert!(
+        out.stderr
+            .contains("error: prompt id \"prompt\" is already used (line 1)"),
+        "{}",
+        out.stderr
+    );
+}
