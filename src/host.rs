@@ -87,6 +87,15 @@ pub struct Effect<'a> {
     pub subject: Subject<'a>,
 }
 
+/// What a live run needs that [`HostContext::missing`] can record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Env,
+    Secret,
+    Var,
+    Program,
+}
+
 /// Whether the gate performed an effect or only planned it.
 pub enum Outcome<T> {
     Done(T),
@@ -193,6 +202,30 @@ impl HostContext {
     pub fn needs(&self, update: impl FnOnce(&mut Needs)) {
         let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         update(&mut plan.needs);
+    }
+
+    /// Something a live run needs is missing (env, a secret, a var, a program). A dry run
+    /// records it in the plan's needs and goes on (the caller returns a placeholder); a live
+    /// run fails with `error`. The one place, beside the gate, that acts on the mode.
+    pub fn missing(
+        &self,
+        need: Need,
+        names: &[String],
+        error: impl FnOnce() -> Box<EvalAltResult>,
+    ) -> HostResult<()> {
+        if !self.is_dry_run() {
+            return Err(error());
+        }
+        self.needs(|needs| {
+            let set = match need {
+                Need::Env => &mut needs.env,
+                Need::Secret => &mut needs.secrets,
+                Need::Var => &mut needs.vars,
+                Need::Program => &mut needs.programs,
+            };
+            set.extend(names.iter().cloned());
+        });
+        Ok(())
     }
 
     /// The effects so far (planned in a dry run, performed in a live run), in order.
