@@ -16,6 +16,7 @@ pub mod definitions;
 pub mod diagnostic;
 pub mod engine;
 pub mod error;
+pub mod event;
 pub mod host;
 pub mod identity;
 pub mod journal;
