@@ -766,3 +766,18 @@ fn a_killed_live_run_reads_as_interrupted_in_the_shared_history() {
     let row = history.stdout.lines().nth(1).unwrap_or_default().to_owned();
     assert!(row.contains(" interrupted "), "{}", history.stdout);
 }
+
+#[test]
+fn a_reaper_that_died_does_not_break_later_children() {
+    let out = Test::new()
+        .script(
+            r#"
+            exec::run("sh", ["-c", "true"]);
+            // Kill the reaper and wait (bounded) until it is gone: its pipe is then closed.
+            exec::run("sh", ["-c", "pkill -KILL -f '__glow-run-reape[r]'; i=0; while pgrep -f '__glow-run-reape[r]' >/dev/null && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done"]);
+            print(exec::run("echo", ["still spawns"]).stdout);
+            "#,
+        )
+        .status(0);
+    assert_eq!(out.stdout, "still spawns\n\n", "{}", out.stderr);
+}

@@ -60,7 +60,7 @@ pub fn guard(command: &mut tokio::process::Command) {
     });
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (prctl, getppid, getpid, write) on a stack buffer: no allocation, no locks.
+    // (prctl, getppid, getpid, signal, write) on a stack buffer: no allocation, no locks.
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
@@ -73,7 +73,11 @@ pub fn guard(command: &mut tokio::process::Command) {
             if fd >= 0 {
                 let mut line = [0_u8; 16];
                 let len = format_line(&mut line, b'+', libc::getpid());
+                // std has reset SIGPIPE to its default by now: a reaper that died must not
+                // kill the child through its closed pipe.
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
                 libc::write(fd, line.as_ptr().cast(), len);
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             }
             Ok(())
         });
