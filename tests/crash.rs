@@ -769,15 +769,69 @@ fn a_killed_live_run_reads_as_interrupted_in_the_shared_history() {
 
 #[test]
 fn a_reaper_that_died_does_not_break_later_children() {
-    let out = Test::new()
-        .script(
-            r#"
-            exec::run("sh", ["-c", "true"]);
-            // Kill the reaper and wait (bounded) until it is gone: its pipe is then closed.
-            exec::run("sh", ["-c", "pkill -KILL -f '__glow-run-reape[r]'; i=0; while pgrep -f '__glow-run-reape[r]' >/dev/null && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done"]);
-            print(exec::run("echo", ["still spawns"]).stdout);
-            "#,
-        )
-        .status(0);
-    assert_eq!(out.stdout, "still spawns\n\n", "{}", out.stderr);
+    let test = Test::new().script(
+        r#"
+        exec::run("sh", ["-c", "touch first; i=0; while [ ! -f go ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done"]);
+        print(exec::run("echo", ["still spawns"]).stdout);
+        "#,
+    );
+    let child = test
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the first child", Duration::from_secs(30), || {
+        test.path().join("first").exists()
+    });
+    let reaper = descendants(child.id() as i32)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__glow-run-reaper"))
+        })
+        .expect("the reaper process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(reaper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the reaper to die", Duration::from_secs(10), || {
+        !process_alive(reaper)
+    });
+    std::fs::write(test.path().join("go"), "").unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "still spawns\n\n");
+}
+
+#[test]
+fn an_in_doubt_step_is_rerun_on_a_yes_at_a_terminal() {
+    use expectrl::Expect;
+    let server = HttpServer::start();
+    let trial = run_until_killed(&server, 0, KillAt::InsideBefore(2), "none");
+    let dir = trial.dir.path();
+    let mut command = Command::new(BIN);
+    hermetic(&mut command);
+    command
+        .current_dir(dir)
+        .args(["resume", &trial.run_id])
+        .env("PATH", tools::path_with(&dir.join("bin")));
+    let mut session = expectrl::Session::spawn(command).expect("spawn glow-run under a pty");
+    session.set_expect_timeout(Some(Duration::from_secs(30)));
+    session
+        .expect("Run it again?")
+        .expect("the in-doubt question on the terminal");
+    session.send("y").unwrap();
+    session.expect(expectrl::Eof).expect("the resume finishes");
+    let status = session.get_process().wait().unwrap();
+    assert!(
+        matches!(status, expectrl::process::unix::WaitStatus::Exited(_, 0)),
+        "{status:?}"
+    );
+    assert_eq!(tool_calls(dir, 2), 2, "s2 is run again");
+    assert_eq!(tool_calls(dir, 1), 1, "s1 ended ok: not run again");
+    let record = in_doubt_record(&resumed_journal(dir, &trial.run_id), 2);
+    assert_eq!(record["by"], "terminal");
 }

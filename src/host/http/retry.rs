@@ -42,7 +42,17 @@ impl Retry {
         allow_retries: bool,
     ) -> HostResult<Self> {
         use reqwest::Method;
-        let retries = match options.int("retries")?.filter(|_| allow_retries) {
+        if !allow_retries {
+            // `wait_until` polls on its own: these options are not its own (unknown to it).
+            return Ok(Self {
+                retries: 0,
+                backoff: DEFAULT_BACKOFF,
+                idempotent: true,
+                retry_unsafe: false,
+                key: None,
+            });
+        }
+        let retries = match options.int("retries")? {
             None => 0,
             Some(n) => u32::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| {
                 host_error(format!(
@@ -50,10 +60,7 @@ impl Retry {
                 ))
             })?,
         };
-        let backoff = match allow_retries {
-            true => options.duration("backoff")?.unwrap_or(DEFAULT_BACKOFF),
-            false => DEFAULT_BACKOFF,
-        };
+        let backoff = options.duration("backoff")?.unwrap_or(DEFAULT_BACKOFF);
         let safe_method = *method == Method::PUT
             || (!has_body
                 && [
