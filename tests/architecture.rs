@@ -295,3 +295,69 @@ fn check_and_prompt_agree_on_the_id_of_a_question_without_letters() {
         out.stderr
     );
 }
+
+/// The host namespaces and their functions, as `glow-run defs` prints them.
+fn exported_functions() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let out = Test::new().arg("defs").status(0);
+    let mut namespaces = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in out.stdout.lines() {
+        if let Some(rest) = line.strip_prefix("module ") {
+            let name = rest.trim_end_matches(" {").trim_end_matches(';');
+            // Host namespaces only: the stdlib modules are documented in their own section.
+            current = (!name.starts_with('"') && name != "static").then(|| name.to_owned());
+        } else if let (Some(namespace), Some(signature)) =
+            (&current, line.trim().strip_prefix("fn "))
+        {
+            let name: String = signature
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            namespaces
+                .entry(namespace.clone())
+                .or_insert_with(std::collections::BTreeSet::new)
+                .insert(name);
+        }
+    }
+    namespaces
+}
+
+#[test]
+fn the_readme_api_section_matches_glow_run_defs() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("\n## Script API")
+        .expect("a Script API section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[1..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 1)];
+    let exported = exported_functions();
+    assert!(exported.contains_key("exec") && exported.contains_key("sql"));
+    // Every `ns::fn` the README names exists.
+    for (namespace, functions) in &exported {
+        let prefix = format!("{namespace}::");
+        for (at, _) in section.match_indices(&prefix) {
+            let name: String = section[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                functions.contains(&name),
+                "README names {namespace}::{name}, which `glow-run defs` does not export"
+            );
+        }
+    }
+    // Every exported function is documented: as `ns::fn(` or, for methods, as `.fn(`.
+    for (namespace, functions) in &exported {
+        for name in functions {
+            let documented = section.contains(&format!("{namespace}::{name}("))
+                || section.contains(&format!(".{name}("));
+            assert!(
+                documented,
+                "{namespace}::{name} is exported but not in the README's Script API"
+            );
+        }
+    }
+}
