@@ -7,10 +7,10 @@
 //! It is rendered from the journal's events, which are redacted before they are written, so
 //! the report cannot hold a secret the journal does not.
 
+use crate::event::{Body, Event};
 use crate::journal::Journal;
 use crate::reporter::format_ms;
 use crate::state::RunRecord;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -71,25 +71,22 @@ struct Excerpt {
 /// Pairs output lines with the exec effect they came from: an effect event is journaled when
 /// the command ends, after its output, so the lines a step printed since its previous exec
 /// belong to the next exec effect of that step.
-fn excerpts(events: &[Value]) -> Vec<Excerpt> {
+fn excerpts(events: &[Event]) -> Vec<Excerpt> {
     let mut pending: HashMap<Option<String>, Vec<String>> = HashMap::new();
     let mut out = Vec::new();
     for event in events {
-        let step = event["step"].as_str().map(str::to_owned);
-        match event["kind"].as_str() {
-            Some("output") if matches!(event["stream"].as_str(), Some("stdout" | "stderr")) => {
-                pending
-                    .entry(step)
-                    .or_default()
-                    .push(event["line"].as_str().unwrap_or("").to_owned());
+        let step = event.step.clone();
+        match &event.body {
+            Body::Output(output) if matches!(output.stream.as_str(), "stdout" | "stderr") => {
+                pending.entry(step).or_default().push(output.line.clone());
             }
-            Some("effect") if event["namespace"] == "exec" && event["planned"] != true => {
+            Body::Effect(effect) if effect.namespace == "exec" && !effect.planned => {
                 let lines = pending.remove(&step).unwrap_or_default();
                 if !lines.is_empty() {
                     out.push(Excerpt {
                         step,
-                        command: event["target"].as_str().unwrap_or("").to_owned(),
-                        code: event["code"].as_i64(),
+                        command: effect.target.clone(),
+                        code: effect.extra_i64("code"),
                         lines,
                     });
                 }
@@ -121,9 +118,29 @@ fn trimmed(lines: &[String]) -> Vec<String> {
 }
 
 /// Renders the report from a run's journal events.
-pub fn render(events: &[Value]) -> String {
+pub fn render(events: &[Event]) -> String {
     let run = RunRecord::from_events(events).unwrap_or_default();
     let mut out = String::new();
+    header(&mut out, &run);
+    steps(&mut out, &run);
+    if run.mode == "dry-run" {
+        plan(&mut out, events);
+    } else {
+        effects(&mut out, &run);
+    }
+    migrations(&mut out, &run);
+    artifacts(&mut out, &run);
+    approvals(&mut out, &run);
+    command_output(&mut out, events);
+    let _ = writeln!(
+        out,
+        "\n_Journal: `{}`_",
+        run.journal.as_deref().unwrap_or("-")
+    );
+    out
+}
+
+fn header(out: &mut String, run: &RunRecord) {
     let outcome = run.status();
     let _ = writeln!(out, "# glow-run {}: {}\n", run.id, outcome);
     let _ = writeln!(out, "| | |\n|---|---|");
@@ -159,190 +176,196 @@ pub fn render(events: &[Value]) -> String {
     if let Some(error) = &run.error {
         let _ = writeln!(out, "\n**Error:** {}", error.trim());
     }
+}
 
+fn steps(out: &mut String, run: &RunRecord) {
     let _ = writeln!(out, "\n## Steps\n");
     if run.steps.is_empty() {
         let _ = writeln!(out, "No steps ran.");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| Step | Outcome | Duration | Note |\n|---|---|---|---|"
+    );
+    for step in &run.steps {
+        let depth = usize::try_from(step.depth.unwrap_or(0)).unwrap_or(0);
+        let note = step
+            .reason
+            .as_deref()
+            .or(step.error.as_deref())
+            .unwrap_or("");
+        let _ = writeln!(
+            out,
+            "| {}{} | {} | {} | {} |",
+            "↳ ".repeat(depth),
+            cell(&step.name),
+            step.outcome.as_deref().unwrap_or("unfinished"),
+            ms(step.duration_ms),
+            cell(note)
+        );
+    }
+}
+
+/// A dry run's plan: the effects a live run would perform and what it still needs.
+fn plan(out: &mut String, events: &[Event]) {
+    let plan = events.iter().rev().find_map(|event| match &event.body {
+        Body::Plan(plan) => Some(plan),
+        _ => None,
+    });
+    let _ = writeln!(out, "\n## Plan\n");
+    let effects = plan.map(|p| p.effects.as_slice()).unwrap_or_default();
+    if effects.is_empty() {
+        let _ = writeln!(out, "No effects: a live run would change nothing.");
     } else {
         let _ = writeln!(
             out,
-            "| Step | Outcome | Duration | Note |\n|---|---|---|---|"
+            "What a live run would do, in order:\n\n| # | Step | Effect |\n|---|---|---|"
         );
-        for step in &run.steps {
-            let depth = usize::try_from(step.depth.unwrap_or(0)).unwrap_or(0);
-            let note = step
-                .reason
-                .as_deref()
-                .or(step.error.as_deref())
-                .unwrap_or("");
+        for effect in effects {
             let _ = writeln!(
                 out,
-                "| {}{} | {} | {} | {} |",
-                "↳ ".repeat(depth),
-                cell(&step.name),
-                step.outcome.as_deref().unwrap_or("unfinished"),
-                ms(step.duration_ms),
-                cell(note)
+                "| {} | {} | `{} {} {}` |",
+                effect.index,
+                cell(effect.step.as_deref().unwrap_or("-")),
+                effect.namespace,
+                effect.action,
+                cell(&effect.target)
             );
         }
     }
-
-    let plan = events.iter().rev().find(|e| e["kind"] == "plan");
-    if run.mode == "dry-run" {
-        let _ = writeln!(out, "\n## Plan\n");
-        let effects = plan
-            .and_then(|p| p["effects"].as_array())
-            .cloned()
-            .unwrap_or_default();
-        if effects.is_empty() {
-            let _ = writeln!(out, "No effects: a live run would change nothing.");
-        } else {
-            let _ = writeln!(
-                out,
-                "What a live run would do, in order:\n\n| # | Step | Effect |\n|---|---|---|"
-            );
-            for effect in &effects {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | `{} {} {}` |",
-                    effect["index"],
-                    cell(effect["step"].as_str().unwrap_or("-")),
-                    effect["namespace"].as_str().unwrap_or(""),
-                    effect["action"].as_str().unwrap_or(""),
-                    cell(effect["target"].as_str().unwrap_or(""))
-                );
-            }
-        }
-        if let Some(needs) = plan.and_then(|p| p["needs"].as_object()) {
-            let lines: Vec<String> = needs
-                .iter()
-                .filter_map(|(key, items)| {
-                    let items: Vec<String> = items
-                        .as_array()?
-                        .iter()
-                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
-                        .collect();
-                    (!items.is_empty()).then(|| format!("- {key}: {}", items.join(", ")))
-                })
-                .collect();
-            if !lines.is_empty() {
-                let _ = writeln!(out, "\nA live run still needs:\n\n{}", lines.join("\n"));
-            }
-        }
-    } else {
-        let _ = writeln!(out, "\n## Effects\n");
-        if run.effects.is_empty() {
-            let _ = writeln!(out, "No effects.");
-        } else {
-            let _ = writeln!(
-                out,
-                "| # | Step | Effect | Outcome | Duration |\n|---|---|---|---|---|"
-            );
-            for (index, effect) in run.effects.iter().enumerate() {
-                let mut outcome = effect.outcome.clone().unwrap_or_default();
-                if let Some(code) = effect.code {
-                    let _ = write!(outcome, " (exit {code})");
-                }
-                if let Some(error) = &effect.error {
-                    let _ = write!(outcome, ": {error}");
-                }
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | `{} {} {}`{} | {} | {} |",
-                    index + 1,
-                    cell(effect.step.as_deref().unwrap_or("-")),
-                    effect.namespace,
-                    effect.action,
-                    cell(&effect.target),
-                    if effect.read_only { " (read-only)" } else { "" },
-                    cell(&outcome),
-                    ms(effect.duration_ms)
-                );
-            }
+    if let Some(plan) = plan {
+        let lines: Vec<String> = plan
+            .needs
+            .lines()
+            .iter()
+            .map(|l| format!("- {l}"))
+            .collect();
+        if !lines.is_empty() {
+            let _ = writeln!(out, "\nA live run still needs:\n\n{}", lines.join("\n"));
         }
     }
+}
 
+/// A live run's effects, with outcome and duration.
+fn effects(out: &mut String, run: &RunRecord) {
+    let _ = writeln!(out, "\n## Effects\n");
+    if run.effects.is_empty() {
+        let _ = writeln!(out, "No effects.");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "| # | Step | Effect | Outcome | Duration |\n|---|---|---|---|---|"
+    );
+    for (index, effect) in run.effects.iter().enumerate() {
+        let mut outcome = effect.outcome.clone().unwrap_or_default();
+        if let Some(code) = effect.code {
+            let _ = write!(outcome, " (exit {code})");
+        }
+        if let Some(error) = &effect.error {
+            let _ = write!(outcome, ": {error}");
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {} | `{} {} {}`{} | {} | {} |",
+            index + 1,
+            cell(effect.step.as_deref().unwrap_or("-")),
+            effect.namespace,
+            effect.action,
+            cell(&effect.target),
+            if effect.read_only { " (read-only)" } else { "" },
+            cell(&outcome),
+            ms(effect.duration_ms)
+        );
+    }
+}
+
+fn migrations(out: &mut String, run: &RunRecord) {
     let migrations: Vec<_> = run
         .effects
         .iter()
         .filter(|e| e.migration_hash.is_some())
         .collect();
-    if !migrations.is_empty() {
-        let _ = writeln!(out, "\n## Migrations\n");
-        for effect in migrations {
-            let _ = writeln!(
-                out,
-                "- migration hash `{}` ({} `{}`, step {}{})",
-                effect.migration_hash.as_deref().unwrap_or(""),
-                effect.action,
-                cell(&effect.target),
-                effect.step.as_deref().unwrap_or("-"),
-                if effect.planned { ", planned" } else { "" }
-            );
-        }
+    if migrations.is_empty() {
+        return;
     }
+    let _ = writeln!(out, "\n## Migrations\n");
+    for effect in migrations {
+        let _ = writeln!(
+            out,
+            "- migration hash `{}` ({} `{}`, step {}{})",
+            effect.migration_hash.as_deref().unwrap_or(""),
+            effect.action,
+            cell(&effect.target),
+            effect.step.as_deref().unwrap_or("-"),
+            if effect.planned { ", planned" } else { "" }
+        );
+    }
+}
 
+fn artifacts(out: &mut String, run: &RunRecord) {
     let _ = writeln!(out, "\n## Artifacts\n");
     if run.artifacts.is_empty() {
         let _ = writeln!(out, "No artifacts.");
-    } else {
-        if let Some(root) = run.artifacts.iter().find_map(|a| a.root.as_deref()) {
-            let _ = writeln!(out, "Store: `{root}` (manifest.json lists every file)\n");
-        }
-        let _ = writeln!(out, "| Name | Size | SHA-256 | Step |\n|---|---|---|---|");
-        for artifact in &run.artifacts {
-            let _ = writeln!(
-                out,
-                "| {}{} | {} | `{}` | {} |",
-                cell(&artifact.name),
-                if artifact.planned { " (planned)" } else { "" },
-                artifact.size,
-                artifact.sha256,
-                cell(artifact.step.as_deref().unwrap_or("-"))
-            );
-        }
+        return;
     }
-
-    if !run.approvals.is_empty() {
+    if let Some(root) = run.artifacts.iter().find_map(|a| a.root.as_deref()) {
+        let _ = writeln!(out, "Store: `{root}` (manifest.json lists every file)\n");
+    }
+    let _ = writeln!(out, "| Name | Size | SHA-256 | Step |\n|---|---|---|---|");
+    for artifact in &run.artifacts {
         let _ = writeln!(
             out,
-            "\n## Approvals\n\n| Role | Approver | Time | Plan SHA-256 |\n|---|---|---|---|"
+            "| {}{} | {} | `{}` | {} |",
+            cell(&artifact.name),
+            if artifact.planned { " (planned)" } else { "" },
+            artifact.size,
+            artifact.sha256,
+            cell(artifact.step.as_deref().unwrap_or("-"))
         );
-        for approval in &run.approvals {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | `{}` |",
-                cell(&approval.role),
-                cell(&approval.approver),
-                approval.time.as_deref().unwrap_or("-"),
-                approval.plan_hash.as_deref().unwrap_or("-")
-            );
-        }
     }
+}
 
-    let excerpts = excerpts(events);
-    if !excerpts.is_empty() {
-        let _ = writeln!(out, "\n## Command output\n");
-        for excerpt in excerpts {
-            let _ = writeln!(
-                out,
-                "**[{}] `{}`**{}\n\n````text\n{}\n````\n",
-                excerpt.step.as_deref().unwrap_or("-"),
-                cell(&excerpt.command),
-                excerpt
-                    .code
-                    .map(|c| format!(" exited {c}"))
-                    .unwrap_or_default(),
-                trimmed(&excerpt.lines).join("\n")
-            );
-        }
+fn approvals(out: &mut String, run: &RunRecord) {
+    if run.approvals.is_empty() {
+        return;
     }
     let _ = writeln!(
         out,
-        "\n_Journal: `{}`_",
-        run.journal.as_deref().unwrap_or("-")
+        "\n## Approvals\n\n| Role | Approver | Time | Plan SHA-256 |\n|---|---|---|---|"
     );
-    out
+    for approval in &run.approvals {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | `{}` |",
+            cell(&approval.role),
+            cell(&approval.approver),
+            approval.time.as_deref().unwrap_or("-"),
+            approval.plan_hash.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+fn command_output(out: &mut String, events: &[Event]) {
+    let excerpts = excerpts(events);
+    if excerpts.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Command output\n");
+    for excerpt in excerpts {
+        let _ = writeln!(
+            out,
+            "**[{}] `{}`**{}\n\n````text\n{}\n````\n",
+            excerpt.step.as_deref().unwrap_or("-"),
+            cell(&excerpt.command),
+            excerpt
+                .code
+                .map(|c| format!(" exited {c}"))
+                .unwrap_or_default(),
+            trimmed(&excerpt.lines).join("\n")
+        );
+    }
 }
 
 #[cfg(test)]
@@ -356,16 +379,20 @@ mod tests {
         let events = vec![
             json!({ "seq": 1, "time": "2026-01-01T00:00:00Z", "run": "R1", "kind": "run_start", "step": null,
                     "script": "release.rhai", "sha256": "ab", "mode": "live", "vars": { "tag": "v1" } }),
-            json!({ "seq": 2, "run": "R1", "kind": "step_start", "step": "migrate", "occurrence": 1, "depth": 0 }),
-            json!({ "seq": 3, "run": "R1", "kind": "effect", "step": "migrate", "namespace": "sql", "action": "migrate",
+            json!({ "seq": 2, "time": "2026-01-01T00:00:00Z", "run": "R1", "kind": "step_start", "step": "migrate", "occurrence": 1, "depth": 0 }),
+            json!({ "seq": 3, "time": "2026-01-01T00:00:00Z", "run": "R1", "kind": "effect", "step": "migrate", "namespace": "sql", "action": "migrate",
                     "target": "supabase/migrations", "read_only": false, "planned": false, "outcome": "ok",
                     "migration_hash": "feedface" }),
-            json!({ "seq": 4, "run": "R1", "kind": "approval", "step": "migrate", "role": "release_manager",
-                    "approver": "alice@example.com", "time": "2026-01-01T00:00:01Z", "plan_hash": "cafe" }),
-            json!({ "seq": 5, "run": "R1", "kind": "step_end", "step": "migrate", "occurrence": 1, "outcome": "ok", "duration_ms": 5 }),
+            json!({ "seq": 4, "time": "2026-01-01T00:00:01Z", "run": "R1", "kind": "approval", "step": "migrate", "role": "release_manager",
+                    "approver": "alice@example.com", "plan_hash": "cafe" }),
+            json!({ "seq": 5, "time": "2026-01-01T00:00:02Z", "run": "R1", "kind": "step_end", "step": "migrate", "occurrence": 1, "outcome": "ok", "duration_ms": 5 }),
             json!({ "seq": 6, "time": "2026-01-01T00:00:02Z", "run": "R1", "kind": "run_end", "step": null,
                     "outcome": "ok", "exit_code": 0, "duration_ms": 7 }),
         ];
+        let events: Vec<crate::event::Event> = events
+            .into_iter()
+            .map(|event| serde_json::from_value(event).expect("a journal event"))
+            .collect();
         let report = super::render(&events);
         assert!(
             report.contains(
