@@ -4,16 +4,20 @@
 //! the output of the commands the run executed. When `GITHUB_STEP_SUMMARY` is set the report is
 //! appended there too, so a CI job shows it on its summary page.
 //!
-//! It is rendered from the journal's events, which are redacted before they are written, so
-//! the report cannot hold a secret the journal does not.
+//! It is built from the journal's events as they are emitted ([`ReportSink`], a journal sink:
+//! no re-reading of the journal when the run ends), and those are redacted before any sink
+//! sees them, so the report cannot hold a secret the journal does not. Output lines are kept
+//! only as the excerpts need them (the first and last lines of each command), so a chatty
+//! build does not grow the report's memory.
 
-use crate::event::{Body, Event};
-use crate::journal::Journal;
+use crate::event::{Body, Event, PlanEvent};
+use crate::journal::{Journal, Sink};
 use crate::reporter::format_ms;
 use crate::state::RunRecord;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::Mutex;
 
 pub const FILE_NAME: &str = "report.md";
 /// Output excerpts: the first and last lines of each command, each line cut to a width.
@@ -21,16 +25,89 @@ const HEAD_LINES: usize = 10;
 const TAIL_LINES: usize = 20;
 const LINE_WIDTH: usize = 240;
 
-/// Writes the report for a finished run (and appends it to `$GITHUB_STEP_SUMMARY`).
-pub fn write(journal: &Journal) -> Result<(), String> {
-    let (Some(path), Some(dir)) = (journal.path(), journal.run_dir()) else {
-        return Ok(());
-    };
-    let events = crate::journal::read_events(path)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let text = render(&events);
+/// What the report needs of a run, gathered event by event.
+#[derive(Default)]
+struct Gathered {
+    run: Option<RunRecord>,
+    plan: Option<PlanEvent>,
+    /// Output lines of each step since its last exec effect.
+    pending: HashMap<Option<String>, Lines>,
+    excerpts: Vec<Excerpt>,
+}
+
+impl Gathered {
+    fn add(&mut self, event: &Event) {
+        if matches!(event.body, Body::RunStart(_)) {
+            *self = Self::default();
+            self.run = Some(RunRecord::default());
+        }
+        if let Some(run) = self.run.as_mut() {
+            run.apply(event);
+        }
+        match &event.body {
+            Body::Plan(plan) => self.plan = Some(plan.clone()),
+            Body::Output(output) if matches!(output.stream.as_str(), "stdout" | "stderr") => {
+                self.pending
+                    .entry(event.step.clone())
+                    .or_default()
+                    .push(&output.line);
+            }
+            // An exec effect is journaled when the command ends, after its output, so the
+            // lines a step printed since its previous exec belong to this one.
+            Body::Effect(effect) if effect.namespace == "exec" && !effect.planned => {
+                if let Some(lines) = self.pending.remove(&event.step) {
+                    self.excerpts.push(Excerpt {
+                        step: event.step.clone(),
+                        command: effect.target.clone(),
+                        code: effect.extra_i64("code"),
+                        lines,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The journal sink that gathers the report while the run goes.
+#[derive(Default)]
+pub struct ReportSink {
+    gathered: Mutex<Gathered>,
+}
+
+impl Sink for ReportSink {
+    fn event(&self, event: &Event, _line: &str) {
+        self.gathered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(event);
+    }
+}
+
+impl ReportSink {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The report as gathered so far.
+    pub fn render(&self) -> String {
+        let gathered = self.gathered.lock().unwrap_or_else(|e| e.into_inner());
+        render_gathered(&gathered)
+    }
+
+    /// Writes `report.md` beside the journal (and appends it to `$GITHUB_STEP_SUMMARY`).
+    pub fn write(&self, journal: &Journal) -> Result<(), String> {
+        let Some(dir) = journal.run_dir() else {
+            return Ok(());
+        };
+        write_report(dir, &self.render())
+    }
+}
+
+/// Writes `text` as the run's report in `dir` (and appends it to `$GITHUB_STEP_SUMMARY`).
+fn write_report(dir: &std::path::Path, text: &str) -> Result<(), String> {
     let report = dir.join(FILE_NAME);
-    std::fs::write(&report, &text).map_err(|e| format!("writing {}: {e}", report.display()))?;
+    std::fs::write(&report, text).map_err(|e| format!("writing {}: {e}", report.display()))?;
     if let Some(summary) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|s| !s.is_empty()) {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -65,73 +142,72 @@ struct Excerpt {
     step: Option<String>,
     command: String,
     code: Option<i64>,
-    lines: Vec<String>,
+    lines: Lines,
 }
 
-/// Pairs output lines with the exec effect they came from: an effect event is journaled when
-/// the command ends, after its output, so the lines a step printed since its previous exec
-/// belong to the next exec effect of that step.
-fn excerpts(events: &[Event]) -> Vec<Excerpt> {
-    let mut pending: HashMap<Option<String>, Vec<String>> = HashMap::new();
-    let mut out = Vec::new();
-    for event in events {
-        let step = event.step.clone();
-        match &event.body {
-            Body::Output(output) if matches!(output.stream.as_str(), "stdout" | "stderr") => {
-                pending.entry(step).or_default().push(output.line.clone());
-            }
-            Body::Effect(effect) if effect.namespace == "exec" && !effect.planned => {
-                let lines = pending.remove(&step).unwrap_or_default();
-                if !lines.is_empty() {
-                    out.push(Excerpt {
-                        step,
-                        command: effect.target.clone(),
-                        code: effect.extra_i64("code"),
-                        lines,
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-    out
+/// The first [`HEAD_LINES`] and last [`TAIL_LINES`] lines of an output, and how many in all.
+#[derive(Default)]
+struct Lines {
+    head: Vec<String>,
+    tail: VecDeque<String>,
+    total: usize,
 }
 
-fn trimmed(lines: &[String]) -> Vec<String> {
-    let cut = |line: &String| {
-        if line.chars().count() > LINE_WIDTH {
+impl Lines {
+    fn push(&mut self, line: &str) {
+        self.total += 1;
+        let line = if line.chars().count() > LINE_WIDTH {
             format!("{}…", line.chars().take(LINE_WIDTH).collect::<String>())
         } else {
-            line.clone()
+            line.to_owned()
+        };
+        if self.head.len() < HEAD_LINES {
+            self.head.push(line);
+            return;
         }
-    };
-    if lines.len() <= HEAD_LINES + TAIL_LINES {
-        return lines.iter().map(cut).collect();
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
     }
-    let mut out: Vec<String> = lines[..HEAD_LINES].iter().map(cut).collect();
-    out.push(format!(
-        "… {} lines omitted (the journal has them all) …",
-        lines.len() - HEAD_LINES - TAIL_LINES
-    ));
-    out.extend(lines[lines.len() - TAIL_LINES..].iter().map(cut));
-    out
+
+    /// The lines to show, with a marker where lines were left out.
+    fn shown(&self) -> Vec<String> {
+        let mut out = self.head.clone();
+        let omitted = self.total - self.head.len() - self.tail.len();
+        if omitted > 0 {
+            out.push(format!(
+                "… {omitted} lines omitted (the journal has them all) …"
+            ));
+        }
+        out.extend(self.tail.iter().cloned());
+        out
+    }
 }
 
-/// Renders the report from a run's journal events.
+/// Renders the report from a run's journal events (for a journal read back from disk).
 pub fn render(events: &[Event]) -> String {
-    let run = RunRecord::from_events(events).unwrap_or_default();
+    let mut gathered = Gathered::default();
+    for event in events {
+        gathered.add(event);
+    }
+    render_gathered(&gathered)
+}
+
+fn render_gathered(gathered: &Gathered) -> String {
+    let run = gathered.run.clone().unwrap_or_default();
     let mut out = String::new();
     header(&mut out, &run);
     steps(&mut out, &run);
     if run.mode == "dry-run" {
-        plan(&mut out, events);
+        plan(&mut out, gathered.plan.as_ref());
     } else {
         effects(&mut out, &run);
     }
     migrations(&mut out, &run);
     artifacts(&mut out, &run);
     approvals(&mut out, &run);
-    command_output(&mut out, events);
+    command_output(&mut out, &gathered.excerpts);
     let _ = writeln!(
         out,
         "\n_Journal: `{}`_",
@@ -208,11 +284,7 @@ fn steps(out: &mut String, run: &RunRecord) {
 }
 
 /// A dry run's plan: the effects a live run would perform and what it still needs.
-fn plan(out: &mut String, events: &[Event]) {
-    let plan = events.iter().rev().find_map(|event| match &event.body {
-        Body::Plan(plan) => Some(plan),
-        _ => None,
-    });
+fn plan(out: &mut String, plan: Option<&PlanEvent>) {
     let _ = writeln!(out, "\n## Plan\n");
     let effects = plan.map(|p| p.effects.as_slice()).unwrap_or_default();
     if effects.is_empty() {
@@ -347,8 +419,7 @@ fn approvals(out: &mut String, run: &RunRecord) {
     }
 }
 
-fn command_output(out: &mut String, events: &[Event]) {
-    let excerpts = excerpts(events);
+fn command_output(out: &mut String, excerpts: &[Excerpt]) {
     if excerpts.is_empty() {
         return;
     }
@@ -363,7 +434,7 @@ fn command_output(out: &mut String, events: &[Event]) {
                 .code
                 .map(|c| format!(" exited {c}"))
                 .unwrap_or_default(),
-            trimmed(&excerpt.lines).join("\n")
+            excerpt.lines.shown().join("\n")
         );
     }
 }
@@ -371,6 +442,23 @@ fn command_output(out: &mut String, events: &[Event]) {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    /// A long output keeps its first and last lines and says how many it left out.
+    #[test]
+    fn excerpts_keep_head_and_tail() {
+        let mut lines = super::Lines::default();
+        for i in 1..=100 {
+            lines.push(&format!("line {i}"));
+        }
+        let shown = lines.shown();
+        assert_eq!(shown.len(), super::HEAD_LINES + 1 + super::TAIL_LINES);
+        assert_eq!(shown[0], "line 1");
+        assert_eq!(
+            shown[super::HEAD_LINES],
+            "… 70 lines omitted (the journal has them all) …"
+        );
+        assert_eq!(shown.last().unwrap(), "line 100");
+    }
 
     /// The events other namespaces emit (sql's migration hash, prompt's approval) reach the
     /// report's Migrations and Approvals sections.

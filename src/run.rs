@@ -10,6 +10,7 @@ use crate::event::{Body, Extra, Output, PlanEvent, RunEnd, RunStart};
 use crate::host::HostContext;
 use crate::journal::Journal;
 use crate::redact::Redactor;
+use crate::report::ReportSink;
 use crate::reporter::{Reporter, format_ms};
 use crate::resolver::SharedSources;
 use crate::session::{self, Session};
@@ -99,6 +100,8 @@ fn run_on_engine_thread(
     );
     let journal = ctx.journal.clone();
     journal.add_sink(Arc::new(Reporter::new(settings.flags.format)));
+    let report = Arc::new(ReportSink::new());
+    journal.add_sink(report.clone());
 
     let report_files = |sources: &SharedSources| {
         if let Some(finished) = &finished {
@@ -252,7 +255,7 @@ fn run_on_engine_thread(
         }),
     );
     journal.finish();
-    if let Err(why) = crate::report::write(&journal_file) {
+    if let Err(why) = report.write(&journal_file) {
         ctx.log("warn", &format!("could not write the run report: {why}"));
     }
 

@@ -188,7 +188,7 @@ impl RunRecord {
     }
 
     /// Applies one event (the same reading the index writer does in SQL).
-    fn apply(&mut self, event: &Event) {
+    pub fn apply(&mut self, event: &Event) {
         let step = event.step.clone();
         match &event.body {
             Body::RunStart(start) => {
