@@ -414,12 +414,60 @@ pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>
         .lines()
         .map(|line| format!("/// {line}").trim_end().to_owned())
         .collect();
-    rhai::FuncRegistration::new(name)
+    let registration = rhai::FuncRegistration::new(name)
         .in_internal_namespace()
-        .with_volatility(true)
         .with_params_info(params)
-        .with_comments([comments.join("\n")])
-        .set_into_module(module, func);
+        .with_comments([comments.join("\n")]);
+    // Pure (arguments by value) and volatile (never constant-folded: every call is an effect).
+    let function = with_call_position(func.into_rhai_function(true, true));
+    module.set_fn_raw_with_options(registration, FUNC::param_types(), function);
+}
+
+/// Rhai leaves the error of a namespaced call (`exec::run(..)`) without a position, so a failed
+/// primitive would print no `file:line:col`. The wrapper asks for the call context and puts the
+/// call site on an error that has no position yet.
+fn with_call_position(function: rhai::RhaiFunc) -> rhai::RhaiFunc {
+    /// Rhai's `FnAny` (not exported by name).
+    type NativeFn =
+        dyn Fn(Option<rhai::NativeCallContext>, &mut [&mut Dynamic]) -> HostResult<Dynamic>;
+    let wrap = |inner: rhai::Shared<NativeFn>| -> rhai::Shared<NativeFn> {
+        rhai::Shared::new(
+            move |context: Option<rhai::NativeCallContext>, args: &mut [&mut Dynamic]| {
+                let position = context.as_ref().map(rhai::NativeCallContext::call_position);
+                inner(context, args).map_err(|mut error| {
+                    if let Some(position) = position.filter(|_| error.position().is_none()) {
+                        error.set_position(position);
+                    }
+                    error
+                })
+            },
+        )
+    };
+    match function {
+        rhai::RhaiFunc::Pure {
+            func,
+            is_pure,
+            is_volatile,
+            ..
+        } => rhai::RhaiFunc::Pure {
+            func: wrap(func),
+            has_context: true,
+            is_pure,
+            is_volatile,
+        },
+        rhai::RhaiFunc::Method {
+            func,
+            is_pure,
+            is_volatile,
+            ..
+        } => rhai::RhaiFunc::Method {
+            func: wrap(func),
+            has_context: true,
+            is_pure,
+            is_volatile,
+        },
+        other => other,
+    }
 }
 
 /// Registers a finished namespace module under its name (`exec`, `http`, ...).
