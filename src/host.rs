@@ -23,7 +23,7 @@ use crate::cancel::{Cancel, CancelReason, CancellationToken};
 use crate::config::{Mode, RunSettings};
 use crate::event::{Body, EffectEvent};
 use crate::journal::Journal;
-use crate::options::HostResult;
+use crate::options::{HostResult, host_error};
 use crate::plan::{Needs, Plan, PlannedEffect};
 use crate::policy::{Policy, Subject};
 use crate::redact::Redactor;
@@ -278,6 +278,34 @@ impl HostContext {
             planned,
         });
         index as u64
+    }
+
+    /// The gate for an effect that may change something: performed in a live run; in a dry run
+    /// (unless read-only) recorded in the plan, and `planned` makes what the call returns
+    /// instead (each effect kind says what its planned value is).
+    pub fn perform<T>(
+        &self,
+        effect: Effect<'_>,
+        planned: impl FnOnce() -> T,
+        perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,
+    ) -> HostResult<T> {
+        Ok(match self.effect(effect, perform)? {
+            Outcome::Done(value) => value,
+            Outcome::Planned => planned(),
+        })
+    }
+
+    /// The gate for a read: journaled and checked against policy, performed in every mode.
+    pub fn read<T>(
+        &self,
+        mut effect: Effect<'_>,
+        perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,
+    ) -> HostResult<T> {
+        effect.read_only = true;
+        match self.effect(effect, perform)? {
+            Outcome::Done(value) => Ok(value),
+            Outcome::Planned => Err(host_error("a read was planned instead of performed")),
+        }
     }
 
     /// The one effect gate. See the module documentation.
