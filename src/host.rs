@@ -426,6 +426,9 @@ pub fn map_of<const N: usize>(pairs: [(&str, Dynamic); N]) -> rhai::Map {
         .collect()
 }
 
+/// Whether namespace functions carry their doc comments (set by `glow-run defs`).
+pub static WITH_DOCS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Adds a documented function to a namespace module. The doc text becomes `///` comments in
 /// `glow-run defs`; `params` names the parameters (`"program: String"`, last the return type).
 pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
@@ -438,14 +441,18 @@ pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>
     R: std::any::Any + Clone,
     FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + 'static,
 {
-    let comments: Vec<String> = docs
-        .lines()
-        .map(|line| format!("/// {line}").trim_end().to_owned())
-        .collect();
-    let registration = rhai::FuncRegistration::new(name)
+    let mut registration = rhai::FuncRegistration::new(name)
         .in_internal_namespace()
-        .with_params_info(params)
-        .with_comments([comments.join("\n")]);
+        .with_params_info(params);
+    // Doc comments only matter to `glow-run defs`; formatting them for every run cost 8 % of
+    // the start-up.
+    if WITH_DOCS.load(std::sync::atomic::Ordering::Relaxed) {
+        let comments: Vec<String> = docs
+            .lines()
+            .map(|line| format!("/// {line}").trim_end().to_owned())
+            .collect();
+        registration = registration.with_comments([comments.join("\n")]);
+    }
     // Pure (arguments by value) and volatile (never constant-folded: every call is an effect).
     let function = with_call_position(func.into_rhai_function(true, true));
     module.set_fn_raw_with_options(registration, FUNC::param_types(), function);
