@@ -118,7 +118,7 @@ impl Journal {
             }
         }
         let mut event = Value::Object(event);
-        self.redactor.redact_json(&mut event);
+        self.redactor.redact_event(&mut event);
         if let Some(file) = inner.file.as_mut() {
             let mut line = serde_json::to_vec(&event).unwrap_or_default();
             line.push(b'\n');

@@ -22,6 +22,7 @@ pub mod options;
 pub mod plan;
 pub mod policy;
 pub mod redact;
+pub mod regular_file;
 pub mod report;
 pub mod reporter;
 pub mod resolver;

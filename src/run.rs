@@ -30,6 +30,7 @@ const ENGINE_STACK: usize = 64 * 1024 * 1024;
 /// The entry point of the binary: returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     init_tracing();
+    crate::redact::install_panic_hook();
     let arguments = match Arguments::try_parse_from(args) {
         Ok(arguments) => arguments,
         Err(error) => {
@@ -207,6 +208,9 @@ fn run_on_engine_thread(
         runtime,
         &run_id,
     );
+    // Before anything can be written: credentials in the environment, by their shape.
+    let short_credentials =
+        crate::redact::shape::register_environment(&redactor, &settings.env_overlay);
     let journal = ctx.journal.clone();
     journal.add_sink(Arc::new(Reporter::new(settings.flags.format)));
     let sources: SharedSources = Rc::new(RefCell::new(Sources::default()));
@@ -276,6 +280,9 @@ fn run_on_engine_thread(
         }),
     );
 
+    for warning in short_credentials {
+        ctx.log("warn", &warning);
+    }
     let result = engine.eval_ast::<Dynamic>(&ast);
     report_files(&sources);
     let outcome = match result {

@@ -103,7 +103,14 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         move |name: &str| -> HostResult<String> {
             match lookup(&c, name) {
                 Some(value) => {
-                    c.register_secret(&value);
+                    if !c.redactor.register(&value) {
+                        return Err(host_error(format!(
+                            "env::secret: {name} is {} character(s) long; secrets shorter than {} characters cannot be redacted \
+                             (masking them would mask every such text), so glow-run refuses them: use a longer value",
+                            value.chars().count(),
+                            crate::redact::MIN_SECRET_LEN
+                        )));
+                    }
                     Ok(value)
                 }
                 None => missing(&c, &[name.to_owned()], true).map(|()| String::new()),

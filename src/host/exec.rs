@@ -12,6 +12,7 @@ use super::{
 use crate::journal::Journal;
 use crate::options::{HostResult, Options, host_error};
 use crate::policy::Subject;
+use crate::redact::lines::LineWindow;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use rhai::{Array, Dynamic, Engine, Map, Module};
@@ -32,6 +33,8 @@ const MAX_CAPTURE: usize = 4 * 1024 * 1024;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(250);
 /// Lines of stderr quoted in the error of a failed command.
 const STDERR_TAIL_LINES: usize = 20;
+/// Output held back for the redaction window before it is released regardless.
+const MAX_HELD_BACK: usize = 256 * 1024;
 
 struct Request {
     action: &'static str,
@@ -221,7 +224,10 @@ fn run(
     let subject = if action == "sh" {
         Subject::Shell
     } else {
-        Subject::Program(&request.program)
+        Subject::Program {
+            name: &request.program,
+            path: resolved.as_deref(),
+        }
     };
     let effect = Effect {
         namespace: "exec",
@@ -417,6 +423,11 @@ async fn terminate_group(pgid: Pid, child: &mut tokio::process::Child) {
     }
 }
 
+/// How long a child may be quiet before held-back lines are released (see `redact::lines`).
+const QUIET_FLUSH: Duration = Duration::from_millis(100);
+
+/// Reads one output stream: captures it (bounded) for the result map and journals it line by
+/// line, redacted over a window of lines so a secret split across lines is masked too.
 async fn pump(
     pipe: impl AsyncRead + Unpin,
     stream: &'static str,
@@ -425,11 +436,33 @@ async fn pump(
     quiet: bool,
     captured: Arc<Mutex<Captured>>,
 ) {
+    let redactor = journal.redactor().clone();
+    let emit = |lines: Vec<String>| {
+        for line in lines {
+            let mut fields = json!({ "stream": stream, "line": line });
+            if quiet {
+                fields["quiet"] = json!(true);
+            }
+            journal.emit("output", step.as_deref(), fields);
+        }
+    };
     let mut reader = BufReader::new(pipe);
+    let mut window = LineWindow::default();
     let mut buffer = Vec::new();
     loop {
-        buffer.clear();
-        match reader.read_until(b'\n', &mut buffer).await {
+        let read = if window.has_pending() {
+            match tokio::time::timeout(QUIET_FLUSH, reader.read_until(b'\n', &mut buffer)).await {
+                Ok(read) => read,
+                // Partly read bytes stay in `buffer` for the next call.
+                Err(_quiet) => {
+                    emit(window.take_ready(&redactor, true));
+                    continue;
+                }
+            }
+        } else {
+            reader.read_until(b'\n', &mut buffer).await
+        };
+        match read {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
@@ -442,11 +475,13 @@ async fn pump(
                 captured.truncated = true;
             }
         }
-        let line = text.trim_end_matches(['\n', '\r']);
-        let mut fields = json!({ "stream": stream, "line": line });
-        if quiet {
-            fields["quiet"] = json!(true);
+        window.push(text.trim_end_matches(['\n', '\r']).to_owned());
+        buffer.clear();
+        // Release lines when no more output is waiting (one redaction per burst, not per
+        // line), or when a long burst has piled up.
+        if reader.buffer().is_empty() || window.pending_len() > MAX_HELD_BACK {
+            emit(window.take_ready(&redactor, false));
         }
-        journal.emit("output", step.as_deref(), fields);
     }
+    emit(window.take_ready(&redactor, true));
 }
