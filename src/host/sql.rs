@@ -21,6 +21,9 @@
 //! - The password in a URL is registered as a secret before anything is journaled; targets
 //!   show the URL without it.
 
+mod classify;
+mod migrate;
+mod read_only;
 mod value;
 
 use super::{DEFAULT_SQL_TIMEOUT, Effect, HostContext, Outcome, install, map_of};
@@ -252,6 +255,7 @@ fn connect(ctx: &HostContext, url: &str, options: Map) -> HostResult<Database> {
     let mut options = Options::new("sql::connect", options);
     let timeout = options.duration("timeout")?.unwrap_or(DEFAULT_SQL_TIMEOUT);
     options.finish()?;
+    read_only::check_timeout(timeout)?;
     if timeout.is_zero() {
         return Err(host_error(
             "sql::connect: option 'timeout' must be more than zero",
@@ -324,6 +328,9 @@ fn target(
             .read_only(read_only)
             .create_if_missing(!read_only)
             .disable_statement_logging();
+        if read_only {
+            options = read_only::sqlite(options);
+        }
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         if read_only && !in_memory && !options.get_filename().exists() {
             // A dry run never creates the file: it reads an empty database instead, so the
@@ -536,12 +543,22 @@ fn statement_effect<'a>(
             "params": params.iter().map(Param::evidence).collect::<Vec<_>>(),
         }),
         read_only,
-        subject: if read_only {
-            Subject::None
-        } else {
-            Subject::SqlWrite
+        subject: match (read_only, db.session.read_only) {
+            (false, _) => Subject::SqlWrite,
+            (true, false) => Subject::None,
+            (true, true) => classify::check_read(db.session.engine(), sql).map_or_else(
+                |why| Subject::Refused(refusal(action, &why)),
+                |()| Subject::None,
+            ),
         },
     }
+}
+
+/// Why a read-only session refused a statement: the rule, and that nothing was sent.
+fn refusal(action: &str, why: &str) -> String {
+    format!(
+        "sql::{action}: refused in a read-only session (a dry run, or [sql] allow_writes = false): {why}; nothing was sent"
+    )
 }
 
 /// Explains a failed statement: the server's message, the statement with a caret under the
@@ -1139,10 +1156,10 @@ fn apply(
         let result = session.run(ctx, move |mut live| async move {
             let result = match &mut live {
                 Live::Postgres { conn, .. } => {
-                    apply_postgres(conn, &text, &name, &sha256, &run_id).await
+                    migrate::apply_postgres(conn, &text, &name, &sha256, &run_id).await
                 }
                 Live::Sqlite(conn) => {
-                    apply_sqlite(conn, &text, &name, &sha256, &run_id, &applied_at).await
+                    migrate::apply_sqlite(conn, &text, &name, &sha256, &run_id, &applied_at).await
                 }
             };
             (live, result)
@@ -1157,89 +1174,6 @@ fn apply(
             )
         })
     })
-}
-
-async fn apply_postgres(
-    conn: &mut PgConnection,
-    text: &str,
-    name: &str,
-    sha256: &str,
-    run_id: &str,
-) -> Result<(), sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    // Two runs migrating the same database take turns; the second finds the file applied.
-    tx.execute(sqlx::raw_sql(
-        "select pg_advisory_xact_lock(7405391250871245903)",
-    ))
-    .await?;
-    tx.execute(sqlx::raw_sql(
-        "create table if not exists glow_migrations (
-            name text primary key,
-            sha256 text not null,
-            applied_at timestamptz not null default now(),
-            run_id text not null
-        )",
-    ))
-    .await?;
-    let already: Option<String> =
-        sqlx::query_scalar("select sha256 from glow_migrations where name = $1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if already.is_some() {
-        return tx.rollback().await;
-    }
-    tx.execute(sqlx::raw_sql(AssertSqlSafe(text.to_owned())))
-        .await?;
-    sqlx::query(
-        "insert into glow_migrations (name, sha256, applied_at, run_id) values ($1, $2, now(), $3)",
-    )
-    .bind(name)
-    .bind(sha256)
-    .bind(run_id)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
-}
-
-async fn apply_sqlite(
-    conn: &mut SqliteConnection,
-    text: &str,
-    name: &str,
-    sha256: &str,
-    run_id: &str,
-    applied_at: &str,
-) -> Result<(), sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    tx.execute(sqlx::raw_sql(
-        "create table if not exists glow_migrations (
-            name text primary key,
-            sha256 text not null,
-            applied_at text not null,
-            run_id text not null
-        )",
-    ))
-    .await?;
-    let already: Option<String> =
-        sqlx::query_scalar("select sha256 from glow_migrations where name = ?")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if already.is_some() {
-        return tx.rollback().await;
-    }
-    tx.execute(sqlx::raw_sql(AssertSqlSafe(text.to_owned())))
-        .await?;
-    sqlx::query(
-        "insert into glow_migrations (name, sha256, applied_at, run_id) values (?, ?, ?, ?)",
-    )
-    .bind(name)
-    .bind(sha256)
-    .bind(applied_at)
-    .bind(run_id)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
 }
 
 #[cfg(test)]
