@@ -94,13 +94,12 @@ pub fn check_read(engine: &str, sql: &str) -> Result<(), String> {
     {
         return verdict;
     }
-    let statements = Parser::parse_sql(dialect, sql)
-        .map_err(|e| {
-            format!(
-                "{} cannot be parsed to show it is a read ({e})",
-                keyword_of(sql)
-            )
-        })?;
+    let statements = Parser::parse_sql(dialect, sql).map_err(|e| {
+        format!(
+            "{} cannot be parsed to show it is a read ({e})",
+            keyword_of(sql)
+        )
+    })?;
     if statements.is_empty() {
         return Err("there is no statement".into());
     }
@@ -183,7 +182,9 @@ impl Visitor for ReadOnly {
         let full = function.name.to_string().to_ascii_lowercase();
         let name = full.rsplit('.').next().unwrap_or(&full).trim_matches('"');
         let denied = DENIED_FUNCTIONS.contains(&name)
-            || DENIED_PREFIXES.iter().any(|prefix| name.starts_with(prefix));
+            || DENIED_PREFIXES
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
         if denied {
             return ControlFlow::Break(format!(
                 "{name}() has effects outside the transaction (deny list)"
@@ -259,10 +260,19 @@ mod tests {
             ("select pg_advisory_lock(1)", "pg_advisory_lock"),
             ("select pg_catalog.pg_reload_conf()", "pg_reload_conf"),
             ("select pg_switch_wal()", "pg_switch_wal"),
-            ("select pg_create_restore_point('x')", "pg_create_restore_point"),
+            (
+                "select pg_create_restore_point('x')",
+                "pg_create_restore_point",
+            ),
             ("select pg_stat_reset()", "pg_stat_reset"),
-            ("select * from (select pg_advisory_lock(2)) s", "pg_advisory_lock"),
-            ("with d as (delete from t returning *) select * from d", "data-modifying"),
+            (
+                "select * from (select pg_advisory_lock(2)) s",
+                "pg_advisory_lock",
+            ),
+            (
+                "with d as (delete from t returning *) select * from d",
+                "data-modifying",
+            ),
             ("select * into t2 from t", "INTO"),
             ("select * from t for update", "row locks"),
             ("insert into t values (1)", "INSERT"),

@@ -44,7 +44,9 @@ fn is_wal(file: &Path) -> bool {
     let mut header = [0u8; 20];
     std::fs::File::open(file)
         .and_then(|mut f| f.read_exact(&mut header))
-        .is_ok_and(|()| header.starts_with(b"SQLite format 3\0") && header[18] == 2 && header[19] == 2)
+        .is_ok_and(|()| {
+            header.starts_with(b"SQLite format 3\0") && header[18] == 2 && header[19] == 2
+        })
 }
 
 fn wal_file(file: &Path) -> std::path::PathBuf {
