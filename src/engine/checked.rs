@@ -8,7 +8,9 @@
 
 use super::MEMORY_TOKEN;
 use crate::alloc;
-use rhai::{Array, Blob, Dynamic, Engine, EvalAltResult, INT, ImmutableString, Position};
+use rhai::{
+    Array, Blob, Dynamic, Engine, EvalAltResult, FuncRegistration, INT, ImmutableString, Position,
+};
 
 type Checked<T> = Result<T, Box<EvalAltResult>>;
 
@@ -49,8 +51,11 @@ fn size_of_value(value: &Dynamic) -> u128 {
 }
 
 pub fn register(engine: &mut Engine, cap: usize) {
-    engine.register_fn(
-        "pad",
+    FuncRegistration::new("pad")
+        .with_params_info(["string: &mut String", "len: int", "character: char", "()"])
+        .with_comments(["/// Pads the string to `len` characters with `character` (checked against the memory cap)."])
+        .register_into_engine(
+        engine,
         move |text: &mut ImmutableString, len: INT, character: char| -> Checked<()> {
             let current = text.chars().count();
             let Some(len) = grow_to(len, current) else {
@@ -62,8 +67,11 @@ pub fn register(engine: &mut Engine, cap: usize) {
             Ok(())
         },
     );
-    engine.register_fn(
-        "pad",
+    FuncRegistration::new("pad")
+        .with_params_info(["string: &mut String", "len: int", "padding: String", "()"])
+        .with_comments(["/// Pads the string to `len` characters with copies of `padding` (checked against the memory cap)."])
+        .register_into_engine(
+        engine,
         move |text: &mut ImmutableString, len: INT, padding: &str| -> Checked<()> {
             let current = text.chars().count();
             let padding_len = padding.chars().count();
@@ -81,21 +89,37 @@ pub fn register(engine: &mut Engine, cap: usize) {
             Ok(())
         },
     );
-    engine.register_fn("blob", move |len: INT| blob(cap, len, 0));
-    engine.register_fn("blob", move |len: INT, value: INT| blob(cap, len, value));
-    engine.register_fn(
-        "pad",
-        move |blob: &mut Blob, len: INT, value: INT| -> Checked<()> {
-            let Some(len) = grow_to(len, blob.len()) else {
-                return Ok(());
-            };
-            reserve(cap, (len - blob.len()) as u128)?;
-            blob.resize(len, (value & 0xff) as u8);
-            Ok(())
-        },
-    );
-    engine.register_fn(
-        "pad",
+    FuncRegistration::new("blob")
+        .with_params_info(["len: int", "Blob"])
+        .with_comments(["/// A BLOB of `len` zero bytes (checked against the memory cap)."])
+        .register_into_engine(engine, move |len: INT| blob(cap, len, 0));
+    FuncRegistration::new("blob")
+        .with_params_info(["len: int", "value: int", "Blob"])
+        .with_comments([
+            "/// A BLOB of `len` copies of the byte `value` (checked against the memory cap).",
+        ])
+        .register_into_engine(engine, move |len: INT, value: INT| blob(cap, len, value));
+    FuncRegistration::new("pad")
+        .with_params_info(["blob: &mut Blob", "len: int", "value: int", "()"])
+        .with_comments([
+            "/// Pads the BLOB to `len` bytes with `value` (checked against the memory cap).",
+        ])
+        .register_into_engine(
+            engine,
+            move |blob: &mut Blob, len: INT, value: INT| -> Checked<()> {
+                let Some(len) = grow_to(len, blob.len()) else {
+                    return Ok(());
+                };
+                reserve(cap, (len - blob.len()) as u128)?;
+                blob.resize(len, (value & 0xff) as u8);
+                Ok(())
+            },
+        );
+    FuncRegistration::new("pad")
+        .with_params_info(["array: &mut Array", "len: int", "item: Dynamic", "()"])
+        .with_comments(["/// Pads the array to `len` items with copies of `item` (checked against the memory cap)."])
+        .register_into_engine(
+        engine,
         move |array: &mut Array, len: INT, item: Dynamic| -> Checked<()> {
             let Some(len) = grow_to(len, array.len()) else {
                 return Ok(());

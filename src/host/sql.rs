@@ -557,7 +557,7 @@ fn statement_effect<'a>(
 /// Why a read-only session refused a statement: the rule, and that nothing was sent.
 fn refusal(action: &str, why: &str) -> String {
     format!(
-        "sql::{action}: refused in a read-only session (a dry run, or [sql] allow_writes = false): {why}; nothing was sent"
+        "sql::{action}: refused: {why}, and this session only reads (a dry run, or [sql] allow_writes = false: a read-only transaction); nothing was sent"
     )
 }
 

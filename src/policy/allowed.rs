@@ -42,7 +42,7 @@ pub fn check(
         };
     };
     let real = std::fs::canonicalize(path)
-        .map_err(|e| format!("its real path cannot be resolved ({e}); it is checked against"))?;
+        .map_err(|e| format!("its real path cannot be resolved ({e}), so it is not in"))?;
     if resolved.contains(&real) {
         return Ok(());
     }
@@ -53,8 +53,5 @@ pub fn check(
     if late {
         return Ok(());
     }
-    Err(format!(
-        "its real path {} is not one of the programs in",
-        real.display()
-    ))
+    Err(format!("its real path {} is not in", real.display()))
 }

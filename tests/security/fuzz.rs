@@ -83,7 +83,7 @@ fn random_scripts_policies_and_answers_exit_with_0_1_or_2() {
         any::<bool>(),
     );
     let mut runner = TestRunner::new(Config {
-        cases: 40,
+        cases: 150,
         failure_persistence: None,
         ..Config::default()
     });
