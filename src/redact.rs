@@ -21,6 +21,7 @@
 mod forms;
 pub mod lines;
 mod normal;
+mod panic;
 pub mod shape;
 mod url;
 
@@ -63,6 +64,8 @@ struct Compiled {
     automaton: Option<AhoCorasick>,
     longest: usize,
 }
+
+pub use panic::install_panic_hook;
 
 /// Every secret registered by any redactor in the process, for the panic hook.
 fn everything() -> &'static Redactor {
@@ -339,31 +342,6 @@ fn merge(spans: Vec<Range<usize>>) -> Vec<Range<usize>> {
         }
     }
     merged
-}
-
-/// Renders any panic through the redactor of every secret registered in the process: a
-/// panic message or backtrace never shows a secret.
-pub fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(no message)".into());
-        let thread = std::thread::current().name().unwrap_or("?").to_owned();
-        let mut text = format!("internal error: thread '{thread}' panicked{location}: {message}\n");
-        let backtrace = std::backtrace::Backtrace::capture();
-        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
-            text.push_str(&format!("{backtrace}\n"));
-        }
-        let text = everything().redact(&text).into_owned();
-        let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
-    }));
 }
 
 #[cfg(test)]
