@@ -3,7 +3,10 @@
 //! engine limits. A missing file means permissive defaults with engine limits on. An unknown
 //! key is a configuration error (exit 2) naming it, so a misspelt rule never silently allows.
 
+mod fs;
+
 use crate::error::Error;
+pub use fs::FsPolicy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +25,8 @@ pub struct Policy {
     pub http: HttpPolicy,
     #[serde(default)]
     pub sql: SqlPolicy,
+    #[serde(default)]
+    pub fs: FsPolicy,
     #[serde(default)]
     pub artifacts: ArtifactsPolicy,
     #[serde(default)]
@@ -198,6 +203,8 @@ pub enum Subject<'a> {
     /// Refused by the namespace itself before it reached the gate (an SQL statement that a
     /// read-only session cannot prove is a read): the message names the rule.
     Refused(String),
+    /// A file a read-only `fs` function looks at (`[fs] allow`).
+    Path(&'a Path),
     None,
 }
 
@@ -290,6 +297,7 @@ impl Policy {
                 }
             }
             Subject::Refused(rule) => Err(rule.clone()),
+            Subject::Path(path) => self.fs.check(path, &self.file_label()),
             Subject::None => Ok(()),
         }
     }
