@@ -21,6 +21,7 @@ pub mod vars;
 
 use crate::cancel::{Cancel, CancelReason, CancellationToken};
 use crate::config::{Mode, RunSettings};
+use crate::event::{Body, EffectEvent};
 use crate::journal::Journal;
 use crate::options::HostResult;
 use crate::plan::{Needs, Plan, PlannedEffect};
@@ -28,7 +29,7 @@ use crate::policy::{Policy, Subject};
 use crate::redact::Redactor;
 use crate::script_error::ScriptError;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
@@ -181,13 +182,18 @@ impl HostContext {
     }
 
     /// Journals an event attributed to the current step.
+    pub fn record(&self, body: Body) -> u64 {
+        self.journal.record(self.current_step().as_deref(), body)
+    }
+
+    /// Journals an event given as kind and JSON fields (see [`Journal::emit`]).
     pub fn emit(&self, kind: &str, fields: Value) -> u64 {
         self.journal
             .emit(kind, self.current_step().as_deref(), fields)
     }
 
     pub fn log(&self, level: &str, message: &str) {
-        self.emit("log", json!({ "level": level, "message": message }));
+        self.record(Body::log(level, message));
     }
 
     /// Registers a secret for redaction everywhere the host writes. A value too short to
@@ -265,6 +271,25 @@ impl HostContext {
         crate::config::sha256_hex(lines.join("\n").as_bytes())
     }
 
+    /// Appends a non-read effect to the plan (the dry run's plan, the live run's effect list);
+    /// returns its 1-based position.
+    fn add_to_plan(&self, effect: &Effect<'_>, step: Option<String>, planned: bool) -> u64 {
+        let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        let index = plan.effects.len() + 1;
+        let mut detail = effect.detail.clone();
+        self.redactor.redact_json(&mut detail);
+        plan.effects.push(PlannedEffect {
+            index,
+            step,
+            namespace: effect.namespace.to_owned(),
+            action: effect.action.to_owned(),
+            target: self.redact(&effect.target),
+            detail,
+            planned,
+        });
+        index as u64
+    }
+
     /// The one effect gate. See the module documentation.
     pub fn effect<T>(
         &self,
@@ -272,19 +297,20 @@ impl HostContext {
         perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,
     ) -> HostResult<Outcome<T>> {
         let step = self.current_step();
-        let mut event = serde_json::Map::new();
-        event.insert("namespace".into(), json!(effect.namespace));
-        event.insert("action".into(), json!(effect.action));
-        event.insert("target".into(), json!(effect.target));
-        event.insert("args".into(), effect.detail.clone());
-        event.insert("read_only".into(), json!(effect.read_only));
+        let mut event = EffectEvent {
+            namespace: effect.namespace.to_owned(),
+            action: effect.action.to_owned(),
+            target: effect.target.clone(),
+            args: effect.detail.clone(),
+            read_only: effect.read_only,
+            ..EffectEvent::default()
+        };
+        let record = |event: EffectEvent| self.journal.record(step.as_deref(), Body::Effect(event));
 
         if let Err(rule) = self.policy.check(&effect.subject) {
-            event.insert("planned".into(), json!(false));
-            event.insert("outcome".into(), json!("denied"));
-            event.insert("error".into(), json!(rule));
-            self.journal
-                .emit("effect", step.as_deref(), Value::Object(event));
+            event.outcome = "denied".into();
+            event.error = Some(rule.clone());
+            record(event);
             return Err(ScriptError::new("policy", rule.clone())
                 .with("rule", rule)
                 .into_eval());
@@ -292,28 +318,12 @@ impl HostContext {
 
         let planned = self.is_dry_run() && !effect.read_only;
         if !effect.read_only {
-            let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
-            let index = plan.effects.len() + 1;
-            plan.effects.push(PlannedEffect {
-                index,
-                step: step.clone(),
-                namespace: effect.namespace.to_owned(),
-                action: effect.action.to_owned(),
-                target: self.redact(&effect.target),
-                detail: {
-                    let mut detail = effect.detail.clone();
-                    self.redactor.redact_json(&mut detail);
-                    detail
-                },
-                planned,
-            });
-            event.insert("index".into(), json!(index));
+            event.index = Some(self.add_to_plan(&effect, step.clone(), planned));
         }
-        event.insert("planned".into(), json!(planned));
+        event.planned = planned;
         if planned {
-            event.insert("outcome".into(), json!("planned"));
-            self.journal
-                .emit("effect", step.as_deref(), Value::Object(event));
+            event.outcome = "planned".into();
+            record(event);
             return Ok(Outcome::Planned);
         }
 
@@ -323,30 +333,22 @@ impl HostContext {
             "effect"
         );
         let started = Instant::now();
-        let result =
-            perform(&mut event).map_err(|error| ScriptError::name_kind(error, effect.namespace));
-        event.insert(
-            "duration_ms".into(),
-            json!(started.elapsed().as_millis() as u64),
-        );
+        let result = perform(&mut event.extra)
+            .map_err(|error| ScriptError::name_kind(error, effect.namespace));
+        event.duration_ms = Some(started.elapsed().as_millis() as u64);
         match &result {
-            Ok(_) => {
-                event.insert("outcome".into(), json!("ok"));
-            }
+            Ok(_) => event.outcome = "ok".into(),
             Err(error) => {
-                event.insert(
-                    "outcome".into(),
-                    json!(if is_cancellation(error) {
-                        "cancelled"
-                    } else {
-                        "failed"
-                    }),
-                );
-                event.insert("error".into(), json!(error_text(error)));
+                event.outcome = if is_cancellation(error) {
+                    "cancelled"
+                } else {
+                    "failed"
+                }
+                .into();
+                event.error = Some(error_text(error));
             }
         }
-        self.journal
-            .emit("effect", step.as_deref(), Value::Object(event));
+        record(event);
         result.map(Outcome::Done)
     }
 }

@@ -16,7 +16,7 @@
 //! registered (masking every "a" would destroy the journal as evidence): `env::secret` refuses
 //! them with an error naming the variable, anything else registered that short is reported
 //! with a warning. Secrets shorter than 8 characters match their plain form only as a whole
-//! word. JSON keys and the journal's structural fields are never rewritten.
+//! word. JSON keys and the journal's structure (`event.rs`) are never rewritten.
 
 mod forms;
 pub mod lines;
@@ -35,22 +35,6 @@ pub const MASK: &str = "[redacted]";
 
 /// Secrets shorter than this (in characters) are not registered.
 pub const MIN_SECRET_LEN: usize = 3;
-
-/// Top-level journal fields that are structure, not content: never redacted, so a secret that
-/// happens to equal "run" or "ok" cannot break the journal, the index or the report.
-const STRUCTURAL_FIELDS: [&str; 11] = [
-    "seq",
-    "time",
-    "run",
-    "kind",
-    "outcome",
-    "namespace",
-    "action",
-    "stream",
-    "level",
-    "mode",
-    "prev",
-];
 
 #[derive(Default, Debug)]
 pub struct Redactor {
@@ -192,18 +176,6 @@ impl Redactor {
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
             serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.redact_json(v)),
             _ => {}
-        }
-    }
-
-    /// Redacts a journal event: every value except the structural top-level fields.
-    pub fn redact_event(&self, event: &mut serde_json::Value) {
-        let serde_json::Value::Object(map) = event else {
-            return self.redact_json(event);
-        };
-        for (key, value) in map.iter_mut() {
-            if !STRUCTURAL_FIELDS.contains(&key.as_str()) {
-                self.redact_json(value);
-            }
         }
     }
 }

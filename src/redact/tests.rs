@@ -84,17 +84,14 @@ fn short_secrets_match_whole_words_only() {
 }
 
 #[test]
-fn keys_and_structure_are_never_rewritten() {
+fn keys_are_never_rewritten() {
     let r = Redactor::new();
     r.register("run");
     r.register("kind");
-    let mut event = serde_json::json!({"seq": 1, "run": "run", "kind": "run_start", "step": "run",
-        "args": {"kind": "a kind of run"}});
-    r.redact_event(&mut event);
-    assert_eq!(event["run"], "run");
-    assert_eq!(event["kind"], "run_start");
-    assert_eq!(event["step"], MASK);
-    assert_eq!(event["args"]["kind"], "a [redacted] of [redacted]");
+    let mut value = serde_json::json!({"run": "run_start", "kind": {"kind": "a kind of run"}});
+    r.redact_json(&mut value);
+    assert_eq!(value["run"], "run_start");
+    assert_eq!(value["kind"]["kind"], "a [redacted] of [redacted]");
 }
 
 #[test]
