@@ -211,6 +211,13 @@ fn run(
     options: Map,
 ) -> HostResult<Map> {
     let request = Request::parse(ctx, action, program, args, options)?;
+    // A credential handed to the child in `opts.env` is a secret by its name, like one the
+    // child inherits.
+    for (name, value) in &request.env {
+        if crate::redact::shape::is_secret_name(name) {
+            ctx.register_secret(value);
+        }
+    }
     let resolved = cache.resolve(&request.program);
     if resolved.is_none() && ctx.is_dry_run() {
         ctx.needs(|needs| {
