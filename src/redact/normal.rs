@@ -16,8 +16,11 @@ pub struct View {
 
 /// Whether `text` has anything the view would change; when not, the text is its own view.
 pub fn needs_view(text: &[u8]) -> bool {
-    text.iter()
-        .any(|b| matches!(b, 0x1b | b'\\' | b'%' | b'\n' | b'\r'))
+    text.iter().any(|b| is_special(*b))
+}
+
+fn is_special(byte: u8) -> bool {
+    matches!(byte, 0x1b | b'\\' | b'%' | b'\n' | b'\r')
 }
 
 /// Normalises `text` (see the module documentation).
@@ -29,6 +32,15 @@ pub fn view(text: &[u8]) -> View {
     };
     let mut at = 0;
     while at < text.len() {
+        // A run of plain bytes is copied in one go; only the special ones are stepped through.
+        let run = text[at..].iter().position(|b| is_special(*b)).unwrap_or(text.len() - at);
+        if run > 0 {
+            view.bytes.extend_from_slice(&text[at..at + run]);
+            view.start.extend(at..at + run);
+            view.end.extend(at + 1..at + run + 1);
+            at += run;
+            continue;
+        }
         let (consumed, decoded) = step(text, at);
         for byte in decoded.as_slice() {
             view.bytes.push(*byte);
