@@ -33,7 +33,10 @@ pub fn view(text: &[u8]) -> View {
     let mut at = 0;
     while at < text.len() {
         // A run of plain bytes is copied in one go; only the special ones are stepped through.
-        let run = text[at..].iter().position(|b| is_special(*b)).unwrap_or(text.len() - at);
+        let run = text[at..]
+            .iter()
+            .position(|b| is_special(*b))
+            .unwrap_or(text.len() - at);
         if run > 0 {
             view.bytes.extend_from_slice(&text[at..at + run]);
             view.start.extend(at..at + run);

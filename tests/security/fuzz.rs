@@ -81,14 +81,18 @@ fn random_scripts_policies_and_answers_exit_with_0_1_or_2() {
         proptest::collection::vec(pick(POLICY_PIECES), 0..3),
         proptest::collection::vec(pick(ANSWER_PIECES), 0..3),
         any::<bool>(),
+        // Raw printable text: most of it does not parse, some of it does.
+        proptest::string::string_regex("[ -~\n]{0,60}").unwrap(),
     );
     let mut runner = TestRunner::new(Config {
-        cases: 150,
+        cases: 400,
         failure_persistence: None,
         ..Config::default()
     });
     runner
-        .run(&strategy, |(script, policy, answers, dry_run)| {
+        .run(&strategy, |(pieces, policy, answers, dry_run, raw)| {
+            let mut script: Vec<String> = pieces.iter().map(|p| p.to_string()).collect();
+            script.push(raw);
             let mut test = Test::new()
                 .file("glow.toml", &policy.concat())
                 .file("answers.toml", &answers.concat())
