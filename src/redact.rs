@@ -129,6 +129,18 @@ impl Redactor {
         self.compiled().longest
     }
 
+    /// Whether `text` ends with the beginning (4 bytes or more) of a form of a secret, in the
+    /// normalised view: output that stops there may go on with the rest of the secret.
+    pub fn may_continue_secret(&self, text: &str) -> bool {
+        let compiled = self.compiled();
+        let bytes = text.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(compiled.longest * 6)..];
+        let view = normal::view(tail).bytes;
+        compiled.forms.iter().any(|form| {
+            (4..form.bytes.len().min(view.len() + 1)).any(|n| view.ends_with(&form.bytes[..n]))
+        })
+    }
+
     fn compiled(&self) -> Arc<Compiled> {
         self.compiled
             .read()

@@ -152,6 +152,8 @@ fn child_output_in_every_form_is_redacted_though_never_declared() {
                 exec::sh(`printf '%s\n' "$RELEASE_TOKEN" | grep --color=always canary`);
                 exec::sh(`printf 'key:\n%s\n' "$DEPLOY_KEY"`);
                 exec::sh(`printf '%s\n' "$RELEASE_TOKEN" >&2`);
+                // Split over two lines with a pause between: the first part is held back.
+                exec::sh("printf '%s\\n' \"${RELEASE_TOKEN%%@*}@\"; sleep 0.3; printf '%s\\n' \"${RELEASE_TOKEN#*@}\"");
                 exec::sh(`printf '%s\n' "$CHILD_TOKEN"`, #{ env: #{ CHILD_TOKEN: "Zq7/c" + "anary@X9pL-given" } });
             });
             "#,

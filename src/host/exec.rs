@@ -436,8 +436,10 @@ async fn terminate_group(pgid: Pid, child: &mut tokio::process::Child) {
     }
 }
 
-/// How long a child may be quiet before held-back lines are released (see `redact::lines`).
+/// How long a child may be quiet before held-back lines are released (see `redact::lines`),
+/// and after how many such rounds even a line that may end in the start of a secret is.
 const QUIET_FLUSH: Duration = Duration::from_millis(100);
+const MAX_QUIET_ROUNDS: u32 = 50;
 
 /// Reads one output stream: captures it (bounded) for the result map and journals it line by
 /// line, redacted over a window of lines so a secret split across lines is masked too.
@@ -462,13 +464,19 @@ async fn pump(
     let mut reader = BufReader::new(pipe);
     let mut window = LineWindow::default();
     let mut buffer = Vec::new();
+    let mut quiet_rounds = 0;
     loop {
         let read = if window.has_pending() {
             match tokio::time::timeout(QUIET_FLUSH, reader.read_until(b'\n', &mut buffer)).await {
                 Ok(read) => read,
                 // Partly read bytes stay in `buffer` for the next call.
                 Err(_quiet) => {
-                    emit(window.take_ready(&redactor, true));
+                    quiet_rounds += 1;
+                    if quiet_rounds >= MAX_QUIET_ROUNDS {
+                        emit(window.take_ready(&redactor, true));
+                    } else {
+                        emit(window.take_quiet(&redactor));
+                    }
                     continue;
                 }
             }
@@ -477,7 +485,7 @@ async fn pump(
         };
         match read {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(_) => quiet_rounds = 0,
         }
         let text = String::from_utf8_lossy(&buffer);
         {

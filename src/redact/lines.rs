@@ -35,6 +35,23 @@ impl LineWindow {
         self.pending_len
     }
 
+    /// After the child has been quiet for a moment: the lines held back, redacted, unless the
+    /// output stops at what may be the beginning of a secret (a child that writes a secret in
+    /// two parts with a pause between): then nothing yet, and the caller asks again later (and
+    /// flushes at the end, or after a longer quiet).
+    pub fn take_quiet(&mut self, redactor: &Redactor) -> Vec<String> {
+        let tail: Vec<&str> = self
+            .history
+            .iter()
+            .chain(&self.pending)
+            .map(|(line, _)| line.as_str())
+            .collect();
+        if redactor.longest_form() > 0 && redactor.may_continue_secret(&tail.concat()) {
+            return Vec::new();
+        }
+        self.take_ready(redactor, true)
+    }
+
     /// The lines that can be released now, redacted; with `flush`, all of them.
     pub fn take_ready(&mut self, redactor: &Redactor, flush: bool) -> Vec<String> {
         let need = redactor.longest_form();
@@ -94,6 +111,20 @@ fn normal_len(line: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pause_after_the_start_of_a_secret_holds_the_line_back() {
+        let redactor = Redactor::new();
+        redactor.register("correct-horse-battery-staple");
+        let mut window = LineWindow::default();
+        window.push("token: correct-ho".into());
+        assert!(window.take_quiet(&redactor).is_empty());
+        window.push("rse-battery-staple".into());
+        let out = window.take_ready(&redactor, true);
+        assert_eq!(out, ["token: [redacted]", "[redacted]"]);
+        window.push("plain output".into());
+        assert_eq!(window.take_quiet(&redactor), ["plain output"]);
+    }
 
     #[test]
     fn a_secret_folded_over_lines_is_masked_in_each() {
