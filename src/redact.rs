@@ -66,7 +66,8 @@ impl Redactor {
     /// register (fewer than [`MIN_SECRET_LEN`] characters); an empty value is never a secret.
     pub fn register(&self, secret: &str) -> bool {
         let secret = secret.trim_end_matches(['\n', '\r']);
-        if secret.chars().count() < MIN_SECRET_LEN {
+        // Counted without surrounding blanks: "  a" is a one-character secret.
+        if secret.trim().chars().count() < MIN_SECRET_LEN {
             return false;
         }
         if !std::ptr::eq(self, everything()) {

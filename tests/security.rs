@@ -177,6 +177,7 @@ fn child_output_in_every_form_is_redacted_though_never_declared() {
 fn secrets_in_script_output_artifacts_names_and_blobs_are_redacted() {
     let finished = Test::new()
         .env("RELEASE_TOKEN", SECRET)
+        .args(&["--format", "json"])
         .script(
             r#"
             let token = env::get("RELEASE_TOKEN");
