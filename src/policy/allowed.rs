@@ -33,9 +33,9 @@ pub fn check(
     path: Option<&Path>,
 ) -> Result<(), String> {
     let Some(path) = path else {
-        // Not found anywhere: allowed only as a bare name listed as such (it then fails as
-        // "not found", or is planned in a dry run).
-        return if !name.contains('/') && allow.iter().any(|a| a == name) {
+        // Not found anywhere: allowed only when listed as given (it then fails as "not
+        // found", or is planned in a dry run); nothing can run either way.
+        return if allow.iter().any(|a| a == name) {
             Ok(())
         } else {
             Err("it is not in".to_owned())
