@@ -91,7 +91,10 @@ pub fn shaped_spans(text: &str) -> Vec<Range<usize>> {
         || text.contains("UTHORIZ");
     if lower_hint {
         for captures in credential_pattern().captures_iter(text) {
-            if let Some(value) = captures.get(1) {
+            // A credential has a digit or is long; "Bearer authentication" is prose.
+            if let Some(value) = captures.get(1)
+                && (value.as_str().bytes().any(|b| b.is_ascii_digit()) || value.len() >= 20)
+            {
                 spans.push(value.range());
             }
         }
@@ -122,8 +125,8 @@ mod tests {
 
     #[test]
     fn bearer_and_authorization_values_are_found() {
-        let text = "curl -H 'Authorization: Bearer abc.def-123' and bearer zzzzzzzz";
+        let text = "curl -H 'Authorization: Bearer abc.def-123' and bearer zzzzzzzz9, Bearer authentication";
         let found: Vec<&str> = shaped_spans(text).into_iter().map(|r| &text[r]).collect();
-        assert_eq!(found, ["abc.def-123", "zzzzzzzz"]);
+        assert_eq!(found, ["abc.def-123", "zzzzzzzz9"]);
     }
 }
