@@ -23,7 +23,7 @@ use crate::cancel::{Cancel, CancelReason, CancellationToken};
 use crate::config::{Mode, RunSettings};
 use crate::event::{Body, EffectEvent};
 use crate::journal::Journal;
-use crate::options::HostResult;
+use crate::options::{HostResult, host_error};
 use crate::plan::{Needs, Plan, PlannedEffect};
 use crate::policy::{Policy, Subject};
 use crate::redact::Redactor;
@@ -290,6 +290,34 @@ impl HostContext {
         index as u64
     }
 
+    /// The gate for an effect that may change something: performed in a live run; in a dry run
+    /// (unless read-only) recorded in the plan, and `planned` makes what the call returns
+    /// instead (each effect kind says what its planned value is).
+    pub fn perform<T>(
+        &self,
+        effect: Effect<'_>,
+        planned: impl FnOnce() -> T,
+        perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,
+    ) -> HostResult<T> {
+        Ok(match self.effect(effect, perform)? {
+            Outcome::Done(value) => value,
+            Outcome::Planned => planned(),
+        })
+    }
+
+    /// The gate for a read: journaled and checked against policy, performed in every mode.
+    pub fn read<T>(
+        &self,
+        mut effect: Effect<'_>,
+        perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,
+    ) -> HostResult<T> {
+        effect.read_only = true;
+        match self.effect(effect, perform)? {
+            Outcome::Done(value) => Ok(value),
+            Outcome::Planned => Err(host_error("a read was planned instead of performed")),
+        }
+    }
+
     /// The one effect gate. See the module documentation.
     pub fn effect<T>(
         &self,
@@ -424,12 +452,60 @@ pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>
         .lines()
         .map(|line| format!("/// {line}").trim_end().to_owned())
         .collect();
-    rhai::FuncRegistration::new(name)
+    let registration = rhai::FuncRegistration::new(name)
         .in_internal_namespace()
-        .with_volatility(true)
         .with_params_info(params)
-        .with_comments([comments.join("\n")])
-        .set_into_module(module, func);
+        .with_comments([comments.join("\n")]);
+    // Pure (arguments by value) and volatile (never constant-folded: every call is an effect).
+    let function = with_call_position(func.into_rhai_function(true, true));
+    module.set_fn_raw_with_options(registration, FUNC::param_types(), function);
+}
+
+/// Rhai leaves the error of a namespaced call (`exec::run(..)`) without a position, so a failed
+/// primitive would print no `file:line:col`. The wrapper asks for the call context and puts the
+/// call site on an error that has no position yet.
+fn with_call_position(function: rhai::RhaiFunc) -> rhai::RhaiFunc {
+    /// Rhai's `FnAny` (not exported by name).
+    type NativeFn =
+        dyn Fn(Option<rhai::NativeCallContext>, &mut [&mut Dynamic]) -> HostResult<Dynamic>;
+    let wrap = |inner: rhai::Shared<NativeFn>| -> rhai::Shared<NativeFn> {
+        rhai::Shared::new(
+            move |context: Option<rhai::NativeCallContext>, args: &mut [&mut Dynamic]| {
+                let position = context.as_ref().map(rhai::NativeCallContext::call_position);
+                inner(context, args).map_err(|mut error| {
+                    if let Some(position) = position.filter(|_| error.position().is_none()) {
+                        error.set_position(position);
+                    }
+                    error
+                })
+            },
+        )
+    };
+    match function {
+        rhai::RhaiFunc::Pure {
+            func,
+            is_pure,
+            is_volatile,
+            ..
+        } => rhai::RhaiFunc::Pure {
+            func: wrap(func),
+            has_context: true,
+            is_pure,
+            is_volatile,
+        },
+        rhai::RhaiFunc::Method {
+            func,
+            is_pure,
+            is_volatile,
+            ..
+        } => rhai::RhaiFunc::Method {
+            func: wrap(func),
+            has_context: true,
+            is_pure,
+            is_volatile,
+        },
+        other => other,
+    }
 }
 
 /// Registers a finished namespace module under its name (`exec`, `http`, ...).

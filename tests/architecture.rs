@@ -52,17 +52,17 @@ fn caught_errors_name_their_kind() {
 }
 
 #[test]
-fn an_uncaught_typed_error_renders_as_its_message() {
+fn a_failed_primitive_renders_its_message_at_the_call_site() {
     let out = Test::new()
-        .script("step(\"deploy\", || exec::run(\"false\", []));\n")
+        .script("let x = 1;\nstep(\"deploy\", || exec::run(\"false\", []));\n")
         .status(1);
     assert!(
-        out.stderr
-            .contains("error: exec::run: `false` exited with code 1\n"),
+        out.stderr.contains(
+            "error: exec::run: `false` exited with code 1\n --> script.rhai:2:25\n  |\n2 | step(\"deploy\", || exec::run(\"false\", []));\n  |                         ^\n  = step: deploy\n"
+        ),
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("  = step: deploy\n"), "{}", out.stderr);
 }
 
 #[test]
