@@ -196,9 +196,19 @@ impl HostContext {
         self.record(Body::log(level, message));
     }
 
-    /// Registers a secret for redaction everywhere the host writes.
+    /// Registers a secret for redaction everywhere the host writes. A value too short to
+    /// redact (1-2 characters) is reported, never silently left in the clear.
     pub fn register_secret(&self, value: &str) {
-        self.redactor.register(value);
+        if !self.redactor.register(value) && !value.trim_end_matches(['\n', '\r']).is_empty() {
+            self.log(
+                "warn",
+                &format!(
+                    "a secret of {} character(s) is not redacted: secrets shorter than {} characters cannot be",
+                    value.chars().count(),
+                    crate::redact::MIN_SECRET_LEN
+                ),
+            );
+        }
     }
 
     pub fn redact(&self, text: &str) -> String {

@@ -32,6 +32,8 @@ use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
+mod source;
+
 /// Read/write chunk for copy-and-hash: large enough that syscalls and hashing calls amortise.
 const CHUNK: usize = 1024 * 1024;
 /// Buffers in flight between the copying thread and the hashing thread.
@@ -546,7 +548,8 @@ fn put_missing(
                 ))
             })?,
     };
-    let base = clean_name(&base).map_err(|why| host_error(format!("artifact::put: {why}")))?;
+    let base = clean_name(&source::redacted_name(ctx, &base))
+        .map_err(|why| host_error(format!("artifact::put: {why}")))?;
     let target = if path.ends_with('/') {
         format!("{base}/")
     } else {
@@ -601,7 +604,8 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
                 ))
             })?,
     };
-    let base = clean_name(&base).map_err(|why| host_error(format!("artifact::put: {why}")))?;
+    let base = clean_name(&source::redacted_name(ctx, &base))
+        .map_err(|why| host_error(format!("artifact::put: {why}")))?;
 
     let mut skipped = Vec::new();
     let files = if meta.is_dir() {
@@ -610,6 +614,9 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         let mut files = Vec::new();
         walk(&source, &real_dir, &base, &mut files, &mut skipped)
             .map_err(|e| host_error(format!("artifact::put: cannot read '{path}': {e}")))?;
+        files
+            .iter_mut()
+            .for_each(|f| f.name = source::redacted_name(ctx, &f.name));
         files
     } else {
         vec![SourceFile {
@@ -642,22 +649,19 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         let mut results: Vec<(String, u64, String)> = Vec::new();
         let outcome = ctx.effect(effect, |_event| {
             for (file, dest) in files.iter().zip(&destinations) {
-                let mut input = File::open(&file.source).map_err(|e| {
-                    host_error(format!(
-                        "artifact::put: cannot read '{}': {e}",
-                        file.source.display()
-                    ))
-                })?;
+                let mut input = source::open(&file.source)?;
                 let (size, sha256) =
-                    write_atomic(dest, |out| copy_hashed(ctx, &mut input, Some(out)))?.map_err(
-                        |e| {
-                            host_error(format!(
-                                "artifact::put: storing '{}' as {}: {e}",
-                                file.source.display(),
-                                dest.display()
-                            ))
-                        },
-                    )?;
+                    write_atomic(dest, |out| match source::narrow_permissions(out, &input) {
+                        Ok(()) => copy_hashed(ctx, &mut input, Some(out)),
+                        Err(e) => Ok(Err(e)),
+                    })?
+                    .map_err(|e| {
+                        host_error(format!(
+                            "artifact::put: storing '{}' as {}: {e}",
+                            file.source.display(),
+                            dest.display()
+                        ))
+                    })?;
                 stored(
                     ctx,
                     store,
@@ -675,12 +679,7 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         if planned {
             // The plan still says what would be stored: read the sources, write nothing.
             for file in &files {
-                let mut input = File::open(&file.source).map_err(|e| {
-                    host_error(format!(
-                        "artifact::put: cannot read '{}': {e}",
-                        file.source.display()
-                    ))
-                })?;
+                let mut input = source::open(&file.source)?;
                 let (size, sha256) = copy_hashed(ctx, &mut input, None)?.map_err(|e| {
                     host_error(format!(
                         "artifact::put: reading '{}': {e}",
@@ -725,10 +724,13 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
 }
 
 fn write(ctx: &HostContext, state: &Artifacts, name: &str, value: &Dynamic) -> HostResult<Map> {
-    let name = clean_name(name).map_err(|why| host_error(format!("artifact::write: {why}")))?;
-    // Text the host writes is redacted; a blob is the script's own bytes and is kept as is.
+    let name = clean_name(&source::redacted_name(ctx, name))
+        .map_err(|why| host_error(format!("artifact::write: {why}")))?;
+    // Everything written is redacted, a blob's bytes too.
     let bytes: Vec<u8> = if value.is_blob() {
-        value.clone().cast::<rhai::Blob>()
+        (ctx.redactor
+            .redact_bytes(&value.clone().cast::<rhai::Blob>()))
+        .into_owned()
     } else if value.is_map() || value.is_array() {
         let mut json = crate::host::json::from_dynamic(value);
         ctx.redactor.redact_json(&mut json);
