@@ -296,13 +296,13 @@ impl HostContext {
     pub fn perform<T>(
         &self,
         effect: Effect<'_>,
-        planned: impl FnOnce() -> T,
+        planned: impl FnOnce() -> HostResult<T>,
         perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,
     ) -> HostResult<T> {
-        Ok(match self.effect(effect, perform)? {
-            Outcome::Done(value) => value,
+        match self.effect(effect, perform)? {
+            Outcome::Done(value) => Ok(value),
             Outcome::Planned => planned(),
-        })
+        }
     }
 
     /// The gate for a read: journaled and checked against policy, performed in every mode.
