@@ -232,6 +232,16 @@ impl HostContext {
         if !self.is_dry_run() {
             return Err(error());
         }
+        self.needed(need, names);
+        Ok(())
+    }
+
+    /// Records what a live run will need (a program not on PATH, say) where the call itself goes
+    /// on: a live run fails at the effect, a dry run lists it in the plan's needs.
+    pub fn needed(&self, need: Need, names: &[String]) {
+        if !self.is_dry_run() {
+            return;
+        }
         self.needs(|needs| {
             let set = match need {
                 Need::Env => &mut needs.env,
@@ -241,7 +251,12 @@ impl HostContext {
             };
             set.extend(names.iter().cloned());
         });
-        Ok(())
+    }
+
+    /// Whether the gate would perform an effect of this subject now (not a dry run, and policy
+    /// allows it): a SQL session opened where it would not is read-only from the start.
+    pub fn would_perform(&self, subject: &Subject<'_>) -> bool {
+        !self.is_dry_run() && self.policy.check(subject).is_ok()
     }
 
     /// The effects so far (planned in a dry run, performed in a live run), in order.

@@ -6,9 +6,7 @@
 //! after a short grace. Output streams live to the terminal, prefixed by the step, is journaled
 //! line by line and captured (bounded) for the result map.
 
-use super::{
-    DEFAULT_EXEC_TIMEOUT, Effect, HostContext, KILL_GRACE, Outcome, add_fn, install, map_of,
-};
+use super::{DEFAULT_EXEC_TIMEOUT, Effect, HostContext, KILL_GRACE, Need, add_fn, install, map_of};
 use crate::journal::Journal;
 use crate::options::{HostResult, Options, host_error, kind_error};
 use crate::policy::Subject;
@@ -219,10 +217,8 @@ fn run(
         }
     }
     let resolved = cache.resolve(&request.program);
-    if resolved.is_none() && ctx.is_dry_run() {
-        ctx.needs(|needs| {
-            needs.programs.insert(request.program.clone());
-        });
+    if resolved.is_none() {
+        ctx.needed(Need::Program, std::slice::from_ref(&request.program));
     }
     let command_line = if action == "sh" {
         request.args[1].clone()
@@ -247,28 +243,30 @@ fn run(
         read_only: request.read_only && resolved.is_some(),
         subject,
     };
-    let outcome = ctx.effect(effect, |event| {
-        let path = resolved.clone().ok_or_else(|| {
-            host_error(format!(
-                "exec::{action}: program '{}' not found on PATH",
-                request.program
-            ))
-        })?;
-        let finished = spawn_and_wait(ctx, &request, path, &command_line)?;
-        event.insert("code".into(), json!(finished.code));
-        Ok(finished)
-    })?;
-    let finished = match outcome {
-        Outcome::Planned => {
-            return Ok(map_of([
-                ("code", Dynamic::from(0_i64)),
-                ("stdout", Dynamic::from(String::new())),
-                ("stderr", Dynamic::from(String::new())),
-                ("duration_ms", Dynamic::from(0_i64)),
-                ("planned", Dynamic::TRUE),
-            ]));
-        }
-        Outcome::Done(finished) => finished,
+    // Planned: no process ran (`None`); the planned result map is made below.
+    let outcome = ctx.perform(
+        effect,
+        || Ok(None),
+        |event| {
+            let path = resolved.clone().ok_or_else(|| {
+                host_error(format!(
+                    "exec::{action}: program '{}' not found on PATH",
+                    request.program
+                ))
+            })?;
+            let finished = spawn_and_wait(ctx, &request, path, &command_line)?;
+            event.insert("code".into(), json!(finished.code));
+            Ok(Some(finished))
+        },
+    )?;
+    let Some(finished) = outcome else {
+        return Ok(map_of([
+            ("code", Dynamic::from(0_i64)),
+            ("stdout", Dynamic::from(String::new())),
+            ("stderr", Dynamic::from(String::new())),
+            ("duration_ms", Dynamic::from(0_i64)),
+            ("planned", Dynamic::TRUE),
+        ]));
     };
     if request.check && finished.code != 0 {
         let tail = ctx.redact(&finished.stderr_tail());

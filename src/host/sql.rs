@@ -26,7 +26,7 @@ mod migrate;
 mod read_only;
 mod value;
 
-use super::{DEFAULT_SQL_TIMEOUT, Effect, HostContext, Outcome, install, map_of};
+use super::{DEFAULT_SQL_TIMEOUT, Effect, HostContext, Need, Outcome, install, map_of};
 use crate::options::{HostResult, Options, host_error};
 use crate::policy::Subject;
 use rhai::{Array, Dynamic, Engine, FnPtr, Map, Module, NativeCallContext};
@@ -262,7 +262,7 @@ fn connect(ctx: &HostContext, url: &str, options: Map) -> HostResult<Database> {
     }
     // Before anything can be journaled: the password becomes a secret.
     let display = ctx.redactor.register_url(url);
-    let read_only = ctx.is_dry_run() || !ctx.policy.sql.allow_writes;
+    let read_only = !ctx.would_perform(&Subject::SqlWrite);
     let target = target(ctx, url, &display, timeout, read_only)?;
     let session = Rc::new(Session {
         target,
@@ -306,7 +306,10 @@ fn target(
     let invalid = |e: sqlx::Error| {
         host_error(ctx.redact(&format!("sql::connect: invalid URL {display}: {e}")))
     };
-    if url.trim().is_empty() && ctx.is_dry_run() {
+    if url.trim().is_empty() {
+        ctx.missing(Need::Env, &[], || {
+            host_error("sql::connect: the database URL is empty (is its environment variable set?)")
+        })?;
         ctx.log(
             "warn",
             "sql::connect: no database URL; this dry run reads nothing from the database and plans its writes",
