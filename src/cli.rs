@@ -21,6 +21,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
         return crate::host::exec::reaper::serve();
     }
     init_tracing();
+    crate::redact::install_panic_hook();
     let arguments = match Arguments::try_parse_from(args) {
         Ok(arguments) => arguments,
         Err(error) => {

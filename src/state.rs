@@ -29,7 +29,6 @@ pub use writer::{attach, start};
 use crate::error::Error;
 use catch_up::catch_up;
 use reader::{load_from_index, run_from_journal, run_from_row, runs_from_journals};
-use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
 use std::path::{Path, PathBuf};
@@ -71,22 +70,6 @@ const SCHEMA_V2: &str = "
 ALTER TABLE runs ADD COLUMN last_seq INTEGER;
 ALTER TABLE runs ADD COLUMN settled INTEGER;
 ";
-
-/// The events the index holds (output lines and logs are not indexed).
-pub fn is_indexed(event: &Value) -> bool {
-    matches!(
-        event["kind"].as_str(),
-        Some(
-            "run_start"
-                | "step_start"
-                | "step_end"
-                | "effect"
-                | "artifact"
-                | "approval"
-                | "run_end"
-        )
-    )
-}
 
 async fn open(path: &Path, write: bool) -> Result<SqliteConnection, String> {
     if write && let Some(dir) = path.parent() {

@@ -18,7 +18,7 @@
 //! approver, script_sha256, plan_hash, answer, source}` whose `time` is the time of approval.
 
 pub mod answers;
-mod terminal;
+pub mod terminal;
 
 pub use answers::Answers;
 

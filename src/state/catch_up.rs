@@ -3,9 +3,9 @@
 //! milliseconds. Only runs whose process is gone are replayed (a live run indexes itself);
 //! once replayed they are marked `settled` so later opens do not read their journals again.
 
-use super::record::{RunRecord, pid_alive};
+use super::journal_path;
+use super::record::{RunRecord, as_i64, is_indexed, pid_alive};
 use super::writer::write_batch;
-use super::{is_indexed, journal_path};
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 use std::collections::HashMap;
@@ -77,7 +77,8 @@ async fn replay(
     }
     let missing: Vec<_> = events
         .into_iter()
-        .filter(|e| is_indexed(e) && e["seq"].as_i64().is_some_and(|seq| seq > last_seq))
+        .filter(|e| is_indexed(&e.body) && as_i64(e.seq) > last_seq)
+        .map(Box::new)
         .collect();
     if !missing.is_empty() {
         write_batch(connection, &missing).await?;

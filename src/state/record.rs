@@ -1,6 +1,7 @@
 //! [`RunRecord`]: the one model of a run that `runs`, `show` and `resume` present, read from
 //! the index or rebuilt from the run's journal by applying its events in order.
 
+use crate::event::{Body, Event, StepEnd};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -83,22 +84,6 @@ pub struct ApprovalRecord {
     pub plan_hash: Option<String>,
 }
 
-pub(super) fn text(event: &Value, key: &str) -> Option<String> {
-    match &event[key] {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
-pub(super) fn int(event: &Value, key: &str) -> Option<i64> {
-    event[key].as_i64()
-}
-
-pub(super) fn flag(event: &Value, key: &str) -> bool {
-    event[key].as_bool().unwrap_or(false)
-}
-
 impl RunRecord {
     /// The outcome as shown: a run without `run_end` is "running" while its process lives,
     /// else "interrupted".
@@ -130,10 +115,10 @@ impl RunRecord {
     }
 
     /// Builds the record from a journal's events (the fallback when the index cannot serve).
-    pub fn from_events(events: &[Value]) -> Option<Self> {
+    pub fn from_events(events: &[Event]) -> Option<Self> {
         let mut record: Option<Self> = None;
         for event in events {
-            if event["kind"] == "run_start" {
+            if matches!(event.body, Body::RunStart(_)) {
                 record = Some(Self::default());
             }
             if let Some(record) = record.as_mut() {
@@ -144,99 +129,114 @@ impl RunRecord {
     }
 
     /// Applies one event (the same reading the index writer does in SQL).
-    fn apply(&mut self, event: &Value) {
-        let step = text(event, "step");
-        let seq = int(event, "seq");
-        if seq.is_some() && crate::state::is_indexed(event) {
+    pub fn apply(&mut self, event: &Event) {
+        let step = event.step.clone();
+        let seq = Some(as_i64(event.seq));
+        if is_indexed(&event.body) {
             self.last_seq = seq;
         }
-        match event["kind"].as_str().unwrap_or("") {
-            "run_start" => {
-                self.id = text(event, "run").unwrap_or_default();
-                self.script = text(event, "script").unwrap_or_default();
-                self.sha256 = text(event, "sha256").unwrap_or_default();
-                self.mode = text(event, "mode").unwrap_or_default();
-                self.vars = serde_json::from_value(event["vars"].clone()).unwrap_or_default();
+        match &event.body {
+            Body::RunStart(start) => {
+                self.id.clone_from(&event.run);
+                self.script.clone_from(&start.script);
+                self.sha256.clone_from(&start.sha256);
+                self.mode.clone_from(&start.mode);
+                self.vars.clone_from(&start.vars);
                 self.tag = self.vars.get("tag").cloned();
-                self.trace_id = text(event, "trace_id");
-                self.resumes = text(event, "resumes");
-                self.journal = text(event, "journal");
-                self.cwd = text(event, "cwd");
-                self.pid = int(event, "pid");
-                self.started = text(event, "time").unwrap_or_default();
+                self.trace_id = Some(start.trace_id.clone()).filter(|t| !t.is_empty());
+                self.resumes.clone_from(&start.resumes);
+                self.journal.clone_from(&start.journal);
+                self.cwd = Some(start.cwd.clone()).filter(|c| !c.is_empty());
+                self.pid = start.extra.get("pid").and_then(Value::as_i64);
+                self.started.clone_from(&event.time);
             }
-            "step_start" => self.steps.push(StepRecord {
+            Body::StepStart(start) => self.steps.push(StepRecord {
                 seq,
                 name: step.unwrap_or_default(),
-                occurrence: int(event, "occurrence"),
-                depth: int(event, "depth"),
+                occurrence: start.occurrence.map(as_i64),
+                depth: start.depth.map(as_i64),
                 ..StepRecord::default()
             }),
-            "step_end" => {
-                let name = step.unwrap_or_default();
-                let occurrence = int(event, "occurrence");
-                let open =
-                    self.steps.iter_mut().rev().find(|s| {
-                        s.outcome.is_none() && s.name == name && s.occurrence == occurrence
-                    });
-                let target = match open {
-                    Some(step) => step,
-                    None => {
-                        self.steps.push(StepRecord {
-                            seq,
-                            name,
-                            occurrence,
-                            ..StepRecord::default()
-                        });
-                        self.steps.last_mut().expect("just pushed")
-                    }
-                };
-                target.outcome = text(event, "outcome");
-                target.duration_ms = int(event, "duration_ms");
-                target.error = text(event, "error");
-                target.reason = text(event, "reason");
-            }
-            "effect" => self.effects.push(EffectRecord {
+            Body::StepEnd(end) => self.end_step(step.unwrap_or_default(), seq, end),
+            Body::Effect(effect) => self.effects.push(EffectRecord {
                 seq,
                 step,
-                namespace: text(event, "namespace").unwrap_or_default(),
-                action: text(event, "action").unwrap_or_default(),
-                target: text(event, "target").unwrap_or_default(),
-                read_only: flag(event, "read_only"),
-                planned: flag(event, "planned"),
-                outcome: text(event, "outcome"),
-                duration_ms: int(event, "duration_ms"),
-                error: text(event, "error"),
-                code: int(event, "code"),
-                migration_hash: text(event, "migration_hash"),
+                namespace: effect.namespace.clone(),
+                action: effect.action.clone(),
+                target: effect.target.clone(),
+                read_only: effect.read_only,
+                planned: effect.planned,
+                outcome: Some(effect.outcome.clone()).filter(|o| !o.is_empty()),
+                duration_ms: effect.duration_ms.map(as_i64),
+                error: effect.error.clone(),
+                code: effect.extra_i64("code"),
+                migration_hash: effect.extra_str("migration_hash").map(str::to_owned),
             }),
-            "artifact" => self.artifacts.push(ArtifactRecord {
+            Body::Artifact(artifact) => self.artifacts.push(ArtifactRecord {
                 step,
-                name: text(event, "name").unwrap_or_default(),
-                sha256: text(event, "sha256").unwrap_or_default(),
-                size: int(event, "size").unwrap_or(0),
-                planned: flag(event, "planned"),
-                path: text(event, "path"),
-                root: text(event, "root"),
+                name: artifact.name.clone(),
+                sha256: artifact.sha256.clone(),
+                size: as_i64(artifact.size),
+                planned: artifact.planned,
+                path: Some(artifact.path.clone()),
+                root: Some(artifact.root.clone()),
             }),
-            "approval" => self.approvals.push(ApprovalRecord {
+            Body::Approval(approval) => self.approvals.push(ApprovalRecord {
                 step,
-                role: text(event, "role").unwrap_or_default(),
-                approver: text(event, "approver").unwrap_or_default(),
-                time: text(event, "time"),
-                script_sha256: text(event, "script_sha256"),
-                plan_hash: text(event, "plan_hash"),
+                role: approval.role.clone(),
+                approver: approval.approver.clone(),
+                time: Some(event.time.clone()),
+                script_sha256: Some(approval.script_sha256.clone()),
+                plan_hash: Some(approval.plan_hash.clone()),
             }),
-            "run_end" => {
-                self.ended = text(event, "time");
-                self.outcome = text(event, "outcome");
-                self.exit_code = int(event, "exit_code");
-                self.duration_ms = int(event, "duration_ms");
-                self.error = text(event, "error");
+            Body::RunEnd(end) => {
+                self.ended = Some(event.time.clone());
+                self.outcome = Some(end.outcome.clone());
+                self.exit_code = Some(i64::from(end.exit_code));
+                self.duration_ms = Some(as_i64(end.duration_ms));
+                self.error.clone_from(&end.error);
             }
-            _ => {}
+            Body::Output(_) | Body::Log(_) | Body::Prompt(_) | Body::Plan(_) => {}
         }
     }
+
+    /// Closes the newest open step of that name and occurrence (a skipped step never opened).
+    fn end_step(&mut self, name: String, seq: Option<i64>, end: &StepEnd) {
+        let occurrence = end.occurrence.map(as_i64);
+        let open = self
+            .steps
+            .iter_mut()
+            .rev()
+            .find(|s| s.outcome.is_none() && s.name == name && s.occurrence == occurrence);
+        let target = match open {
+            Some(step) => step,
+            None => {
+                self.steps.push(StepRecord {
+                    seq,
+                    name,
+                    occurrence,
+                    ..StepRecord::default()
+                });
+                self.steps.last_mut().expect("just pushed")
+            }
+        };
+        target.outcome = Some(end.outcome.clone());
+        target.duration_ms = Some(as_i64(end.duration_ms));
+        target.error.clone_from(&end.error);
+        target.reason.clone_from(&end.reason);
+    }
+}
+
+pub(super) fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The events the index holds (output lines, logs, prompts and the plan are not indexed).
+pub fn is_indexed(body: &Body) -> bool {
+    !matches!(
+        body,
+        Body::Output(_) | Body::Log(_) | Body::Prompt(_) | Body::Plan(_)
+    )
 }
 
 /// Whether the process of a run is alive (a zombie or this very process does not count).

@@ -2,10 +2,11 @@
 //! `state.rs` for why it batches and never blocks), and [`write_batch`], the one reading of
 //! events into SQL rows, which the catch-up from journals uses too.
 
-use super::record::{flag, int, text};
-use super::{DB_FILE, catch_up, is_indexed, open};
+use super::record::{as_i64, is_indexed};
+use super::{DB_FILE, catch_up, open};
 use crate::config::RunSettings;
 use crate::error::Error;
+use crate::event::{Body, Event, StepEnd};
 use crate::journal::{Journal, Sink};
 use serde_json::Value;
 use sqlx::Connection;
@@ -24,7 +25,7 @@ const FINISH_WAIT: Duration = Duration::from_secs(3);
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
 
 enum Message {
-    Event(Value),
+    Event(Box<Event>),
     Finish(mpsc::Sender<()>),
 }
 
@@ -35,11 +36,11 @@ struct IndexSink {
 }
 
 impl Sink for IndexSink {
-    fn event(&self, event: &Value) {
+    fn event(&self, event: &Event, _line: &str) {
         // Output lines and logs are not indexed: do not even copy them (a chatty build prints
         // millions). Never blocks: the writer thread does the I/O.
-        if is_indexed(event) {
-            let _ = self.sender.send(Message::Event(event.clone()));
+        if is_indexed(&event.body) {
+            let _ = self.sender.send(Message::Event(Box::new(event.clone())));
         }
     }
 
@@ -137,7 +138,7 @@ fn writer(path: &Path, journal: Option<&Path>, receiver: &mpsc::Receiver<Message
             let mut batch = vec![first];
             batch.extend(receiver.try_iter());
             let mut finish = None;
-            let events: Vec<Value> = batch
+            let events: Vec<Box<Event>> = batch
                 .into_iter()
                 .filter_map(|message| match message {
                     Message::Event(event) => Some(event),
@@ -176,155 +177,14 @@ fn drain(receiver: &mpsc::Receiver<Message>) {
 
 pub(super) async fn write_batch(
     connection: &mut SqliteConnection,
-    events: &[Value],
+    events: &[Box<Event>],
 ) -> Result<(), sqlx::Error> {
     let mut tx = connection.begin().await?;
-    let mut last_seq: BTreeMap<String, i64> = BTreeMap::new();
+    let mut last_seq: BTreeMap<&str, i64> = BTreeMap::new();
     for event in events {
-        if let (Some(run), Some(seq)) = (text(event, "run"), int(event, "seq")) {
-            let last = last_seq.entry(run).or_insert(seq);
-            *last = (*last).max(seq);
-        }
-        let run = text(event, "run");
-        let seq = int(event, "seq");
-        let step = text(event, "step");
-        let time = text(event, "time");
-        match event["kind"].as_str().unwrap_or("") {
-            "run_start" => {
-                let tag = event["vars"]["tag"].as_str().map(str::to_owned);
-                sqlx::query(
-                    "INSERT OR IGNORE INTO runs (id, script, sha256, mode, tag, vars, trace_id, resumes, journal, cwd, pid, started)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&run)
-                .bind(text(event, "script"))
-                .bind(text(event, "sha256"))
-                .bind(text(event, "mode"))
-                .bind(tag)
-                .bind(event["vars"].to_string())
-                .bind(text(event, "trace_id"))
-                .bind(text(event, "resumes"))
-                .bind(text(event, "journal"))
-                .bind(text(event, "cwd"))
-                .bind(int(event, "pid").unwrap_or_else(|| i64::from(std::process::id())))
-                .bind(&time)
-                .execute(&mut *tx)
-                .await?;
-            }
-            "step_start" => {
-                sqlx::query("INSERT OR REPLACE INTO steps (run_id, seq, name, occurrence, depth, started) VALUES (?, ?, ?, ?, ?, ?)")
-                    .bind(&run)
-                    .bind(seq)
-                    .bind(&step)
-                    .bind(int(event, "occurrence"))
-                    .bind(int(event, "depth"))
-                    .bind(&time)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            "step_end" => {
-                let updated = sqlx::query(
-                    "UPDATE steps SET outcome = ?, duration_ms = ?, error = ?, reason = ?
-                     WHERE rowid = (SELECT rowid FROM steps WHERE run_id = ? AND name = ? AND occurrence IS ? AND outcome IS NULL
-                                    ORDER BY seq DESC LIMIT 1)",
-                )
-                .bind(text(event, "outcome"))
-                .bind(int(event, "duration_ms"))
-                .bind(text(event, "error"))
-                .bind(text(event, "reason"))
-                .bind(&run)
-                .bind(&step)
-                .bind(int(event, "occurrence"))
-                .execute(&mut *tx)
-                .await?;
-                if updated.rows_affected() == 0 {
-                    // A skipped step never started. (Not twice: a catch-up may replay an event.)
-                    sqlx::query(
-                        "INSERT OR REPLACE INTO steps (run_id, seq, name, occurrence, started, outcome, duration_ms, error, reason)
-                         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE NOT EXISTS
-                         (SELECT 1 FROM steps WHERE run_id = ?1 AND name = ?3 AND occurrence IS ?4 AND outcome IS NOT NULL)",
-                    )
-                    .bind(&run)
-                    .bind(seq)
-                    .bind(&step)
-                    .bind(int(event, "occurrence"))
-                    .bind(&time)
-                    .bind(text(event, "outcome"))
-                    .bind(int(event, "duration_ms"))
-                    .bind(text(event, "error"))
-                    .bind(text(event, "reason"))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            "effect" => {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO effects (run_id, seq, step, namespace, action, target, read_only, planned, outcome, duration_ms, error, code, migration_hash)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&run)
-                .bind(seq)
-                .bind(&step)
-                .bind(text(event, "namespace"))
-                .bind(text(event, "action"))
-                .bind(text(event, "target"))
-                .bind(flag(event, "read_only"))
-                .bind(flag(event, "planned"))
-                .bind(text(event, "outcome"))
-                .bind(int(event, "duration_ms"))
-                .bind(text(event, "error"))
-                .bind(int(event, "code"))
-                .bind(text(event, "migration_hash"))
-                .execute(&mut *tx)
-                .await?;
-            }
-            "artifact" => {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO artifacts (run_id, seq, step, name, sha256, size, planned, path, root) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&run)
-                .bind(seq)
-                .bind(&step)
-                .bind(text(event, "name"))
-                .bind(text(event, "sha256"))
-                .bind(int(event, "size"))
-                .bind(flag(event, "planned"))
-                .bind(text(event, "path"))
-                .bind(text(event, "root"))
-                .execute(&mut *tx)
-                .await?;
-            }
-            "approval" => {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO approvals (run_id, seq, step, role, approver, time, script_sha256, plan_hash, answer, id)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&run)
-                .bind(seq)
-                .bind(&step)
-                .bind(text(event, "role"))
-                .bind(text(event, "approver"))
-                .bind(text(event, "time").or(time.clone()))
-                .bind(text(event, "script_sha256"))
-                .bind(text(event, "plan_hash"))
-                .bind(text(event, "answer"))
-                .bind(text(event, "id"))
-                .execute(&mut *tx)
-                .await?;
-            }
-            "run_end" => {
-                sqlx::query("UPDATE runs SET ended = ?, outcome = ?, exit_code = ?, duration_ms = ?, error = ? WHERE id = ?")
-                    .bind(&time)
-                    .bind(text(event, "outcome"))
-                    .bind(int(event, "exit_code"))
-                    .bind(int(event, "duration_ms"))
-                    .bind(text(event, "error"))
-                    .bind(&run)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            _ => {}
-        }
+        index_event(&mut tx, event).await?;
+        let last = last_seq.entry(&event.run).or_insert(0);
+        *last = (*last).max(as_i64(event.seq));
     }
     // What `load_run` compares with the journal's last indexed `seq`.
     for (run, seq) in last_seq {
@@ -335,4 +195,159 @@ pub(super) async fn write_batch(
             .await?;
     }
     tx.commit().await
+}
+
+/// Writes what one event says into the index (the SQL twin of [`RunRecord::apply`]).
+async fn index_event(tx: &mut SqliteConnection, event: &Event) -> Result<(), sqlx::Error> {
+    let (run, seq, step, time) = (&event.run, as_i64(event.seq), &event.step, &event.time);
+    match &event.body {
+        Body::RunStart(start) => {
+            sqlx::query(
+                "INSERT OR IGNORE INTO runs (id, script, sha256, mode, tag, vars, trace_id, resumes, journal, cwd, pid, started)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run)
+            .bind(&start.script)
+            .bind(&start.sha256)
+            .bind(&start.mode)
+            .bind(start.vars.get("tag"))
+            .bind(serde_json::to_string(&start.vars).unwrap_or_default())
+            .bind(&start.trace_id)
+            .bind(&start.resumes)
+            .bind(&start.journal)
+            .bind(&start.cwd)
+            .bind(
+                start
+                    .extra
+                    .get("pid")
+                    .and_then(Value::as_i64)
+                    .unwrap_or_else(|| i64::from(std::process::id())),
+            )
+            .bind(time)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Body::StepStart(start) => {
+            sqlx::query("INSERT OR REPLACE INTO steps (run_id, seq, name, occurrence, depth, started) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(run)
+                .bind(seq)
+                .bind(step)
+                .bind(start.occurrence.map(as_i64))
+                .bind(start.depth.map(as_i64))
+                .bind(time)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Body::StepEnd(end) => index_step_end(tx, event, end).await?,
+        Body::Effect(effect) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO effects (run_id, seq, step, namespace, action, target, read_only, planned, outcome, duration_ms, error, code, migration_hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run)
+            .bind(seq)
+            .bind(step)
+            .bind(&effect.namespace)
+            .bind(&effect.action)
+            .bind(&effect.target)
+            .bind(effect.read_only)
+            .bind(effect.planned)
+            .bind(&effect.outcome)
+            .bind(effect.duration_ms.map(as_i64))
+            .bind(&effect.error)
+            .bind(effect.extra_i64("code"))
+            .bind(effect.extra_str("migration_hash"))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Body::Artifact(artifact) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO artifacts (run_id, seq, step, name, sha256, size, planned, path, root) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run)
+            .bind(seq)
+            .bind(step)
+            .bind(&artifact.name)
+            .bind(&artifact.sha256)
+            .bind(as_i64(artifact.size))
+            .bind(artifact.planned)
+            .bind(&artifact.path)
+            .bind(&artifact.root)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Body::Approval(approval) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO approvals (run_id, seq, step, role, approver, time, script_sha256, plan_hash, answer, id)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run)
+            .bind(seq)
+            .bind(step)
+            .bind(&approval.role)
+            .bind(&approval.approver)
+            .bind(time)
+            .bind(&approval.script_sha256)
+            .bind(&approval.plan_hash)
+            .bind(&approval.answer)
+            .bind(&approval.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Body::RunEnd(end) => {
+            sqlx::query("UPDATE runs SET ended = ?, outcome = ?, exit_code = ?, duration_ms = ?, error = ? WHERE id = ?")
+                .bind(time)
+                .bind(&end.outcome)
+                .bind(end.exit_code)
+                .bind(as_i64(end.duration_ms))
+                .bind(&end.error)
+                .bind(run)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Body::Output(_) | Body::Log(_) | Body::Prompt(_) | Body::Plan(_) => {}
+    }
+    Ok(())
+}
+
+async fn index_step_end(
+    tx: &mut SqliteConnection,
+    event: &Event,
+    end: &StepEnd,
+) -> Result<(), sqlx::Error> {
+    let occurrence = end.occurrence.map(as_i64);
+    let updated = sqlx::query(
+        "UPDATE steps SET outcome = ?, duration_ms = ?, error = ?, reason = ?
+         WHERE rowid = (SELECT rowid FROM steps WHERE run_id = ? AND name = ? AND occurrence IS ? AND outcome IS NULL
+                        ORDER BY seq DESC LIMIT 1)",
+    )
+    .bind(&end.outcome)
+    .bind(as_i64(end.duration_ms))
+    .bind(&end.error)
+    .bind(&end.reason)
+    .bind(&event.run)
+    .bind(&event.step)
+    .bind(occurrence)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        // A skipped step never started. (Not twice: a catch-up may replay an event.)
+        sqlx::query(
+            "INSERT OR REPLACE INTO steps (run_id, seq, name, occurrence, started, outcome, duration_ms, error, reason)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE NOT EXISTS
+             (SELECT 1 FROM steps WHERE run_id = ?1 AND name = ?3 AND occurrence IS ?4 AND outcome IS NOT NULL)",
+        )
+        .bind(&event.run)
+        .bind(as_i64(event.seq))
+        .bind(&event.step)
+        .bind(occurrence)
+        .bind(&event.time)
+        .bind(&end.outcome)
+        .bind(as_i64(end.duration_ms))
+        .bind(&end.error)
+        .bind(&end.reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
