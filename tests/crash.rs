@@ -835,3 +835,77 @@ fn an_in_doubt_step_is_rerun_on_a_yes_at_a_terminal() {
     let record = in_doubt_record(&resumed_journal(dir, &trial.run_id), 2);
     assert_eq!(record["by"], "terminal");
 }
+
+/// A server on 127.0.0.1 whose first connection is closed as soon as the request arrives (no
+/// response byte), and whose later connections get `200 ok`. Returns its port and a counter of
+/// connections.
+fn resetting_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let number = seen.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buffer = [0_u8; 4096];
+            let _ = stream.read(&mut buffer);
+            if number == 0 {
+                // SO_LINGER 0: the close is a reset, before any response byte.
+                let socket = socket_of(&stream);
+                let linger = libc_linger();
+                unsafe {
+                    nix::libc::setsockopt(
+                        socket,
+                        nix::libc::SOL_SOCKET,
+                        nix::libc::SO_LINGER,
+                        (&linger as *const nix::libc::linger).cast(),
+                        std::mem::size_of::<nix::libc::linger>() as u32,
+                    );
+                }
+                drop(stream);
+                continue;
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (port, count)
+}
+
+fn socket_of(stream: &std::net::TcpStream) -> i32 {
+    use std::os::fd::AsRawFd;
+    stream.as_raw_fd()
+}
+
+fn libc_linger() -> nix::libc::linger {
+    nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    }
+}
+
+#[test]
+fn a_reset_before_any_response_is_retried_for_get_but_not_for_post() {
+    use std::sync::atomic::Ordering;
+    let (port, connections) = resetting_server();
+    let out = Test::new()
+        .script(&format!(
+            r#"print(http::get("http://127.0.0.1:{port}/", #{{ retries: 2, backoff: "10ms" }}).body);"#
+        ))
+        .status(0);
+    assert_eq!(out.stdout, "ok\n", "{}", out.stderr);
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+
+    let (port, connections) = resetting_server();
+    let (_dir, out) = Test::new()
+        .script(&format!(
+            r#"http::post("http://127.0.0.1:{port}/", "{{}}", #{{ retries: 2, backoff: "10ms" }});"#
+        ))
+        .expect(1);
+    assert_eq!(connections.load(Ordering::SeqCst), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("not retried"), "{}", out.stderr);
+}
