@@ -87,6 +87,11 @@ pub struct RunFlags {
     /// Use this directory instead of the embedded standard library (while editing it).
     #[arg(long, value_name = "DIR", env = "GLOW_STDLIB")]
     pub stdlib: Option<PathBuf>,
+
+    /// With --state: wait up to DURATION ("30s", "10m") in line for the release lock instead of
+    /// failing when another live run holds it.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub wait_lock: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -137,6 +142,10 @@ pub enum Command {
         /// Resume even though the script changed since that run.
         #[arg(long)]
         force: bool,
+        /// Run again the steps that started in RUN_ID and never ended (in doubt) when they
+        /// have no `verify` closure, instead of refusing.
+        #[arg(long)]
+        rerun_in_doubt: bool,
         #[command(flatten)]
         run: RunFlags,
     },
@@ -148,6 +157,21 @@ pub enum Command {
     },
     /// Re-hash every artifact of a bundle (or directory) against its manifest.
     Verify { path: PathBuf },
+    /// End a stuck release lock (with --state): shows the holder, asks (or --yes), ends its
+    /// database session and records who and why in the shared history.
+    Unlock {
+        #[arg(value_name = "SCRIPT")]
+        script: String,
+        /// The environment of the lock (`--var env=` of the holder).
+        #[arg(long = "env", value_name = "NAME", default_value = "default")]
+        environment: String,
+        /// Why the lock is ended (recorded).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Do not ask.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
     /// Write Rhai definition files (.d.rhai) for editors.
     Defs {
         #[arg(long, value_name = "DIR")]

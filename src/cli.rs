@@ -13,6 +13,13 @@ use std::sync::Arc;
 
 /// The entry point of the binary: returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::host::exec::reaper::ARG)
+    {
+        return crate::host::exec::reaper::serve();
+    }
     init_tracing();
     crate::redact::install_panic_hook();
     let arguments = match Arguments::try_parse_from(args) {
@@ -52,12 +59,27 @@ fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error
         Some(Command::Check { scripts, stdlib }) => crate::commands::check(&scripts, stdlib),
         Some(Command::Runs { limit }) => crate::commands::runs(&arguments.global, limit),
         Some(Command::Show { run_id }) => crate::commands::show(&arguments.global, &run_id),
-        Some(Command::Resume { run_id, force, run }) => {
-            crate::commands::resume(&arguments.global, &run_id, force, run, redactor)
-        }
+        Some(Command::Resume {
+            run_id,
+            force,
+            rerun_in_doubt,
+            run,
+        }) => crate::commands::resume(
+            &arguments.global,
+            &run_id,
+            (force, rerun_in_doubt),
+            run,
+            redactor,
+        ),
         Some(Command::Bundle { run_id, output }) => {
             crate::commands::bundle(&arguments.global, &run_id, &output)
         }
+        Some(Command::Unlock {
+            script,
+            environment,
+            reason,
+            yes,
+        }) => crate::commands::unlock(&arguments.global, &script, &environment, &reason, yes),
         Some(Command::Verify { path }) => crate::commands::verify(&path),
         Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
         None => {

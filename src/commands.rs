@@ -1,4 +1,5 @@
-//! The subcommands other than running a script: check, runs, show, resume, bundle, verify, defs.
+//! The subcommands other than running a script: check, runs, show, resume, bundle, verify, defs,
+//! unlock.
 
 use crate::arguments::{GlobalFlags, RunFlags};
 use crate::config::{Resume, RunSettings};
@@ -226,7 +227,7 @@ fn render_run(run: &RunRecord) -> String {
 pub fn resume(
     global: &GlobalFlags,
     run_id: &str,
-    force: bool,
+    (force, rerun_in_doubt): (bool, bool),
     mut run: RunFlags,
     redactor: &Arc<Redactor>,
 ) -> Result<i32, Error> {
@@ -277,9 +278,19 @@ pub fn resume(
         "resuming run {run_id}: {} step(s) that succeeded will be skipped",
         succeeded.len()
     );
+    let in_doubt = previous.in_doubt_steps();
+    for step in &in_doubt {
+        eprintln!(
+            "step '{}' is in doubt: run {run_id} started it and never ended it (last journaled effect: {})",
+            step.name,
+            step.last_effect.as_deref().unwrap_or("none")
+        );
+    }
     settings.resume = Some(Resume {
         run_id: previous.id.clone(),
         succeeded,
+        in_doubt,
+        rerun_in_doubt,
     });
     crate::run::execute(settings, redactor)
 }
@@ -333,6 +344,22 @@ pub fn defs(out: Option<&Path>) -> Result<i32, Error> {
         }
     }
     Ok(EXIT_OK)
+}
+
+/// `glow-run unlock SCRIPT --env NAME --reason TEXT --state URL`: end a stuck release lock.
+pub fn unlock(
+    global: &GlobalFlags,
+    script: &str,
+    environment: &str,
+    reason: &str,
+    yes: bool,
+) -> Result<i32, Error> {
+    let Some(url) = &global.state else {
+        return Err(Error::usage(
+            "unlock needs --state postgres://... (the release lock lives in the shared state)",
+        ));
+    };
+    crate::shared_state::unlock(url, script, environment, reason, yes)
 }
 
 /// `glow-run runs --state postgres://...`: the team's history from the shared state.

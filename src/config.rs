@@ -54,6 +54,10 @@ pub struct RunSettings {
 pub struct Resume {
     pub run_id: String,
     pub succeeded: BTreeSet<(String, usize)>,
+    /// Steps that started in that run and never ended (see `host/step/in_doubt.rs`).
+    pub in_doubt: Vec<crate::state::InDoubtStep>,
+    /// `--rerun-in-doubt`: run them again without asking.
+    pub rerun_in_doubt: bool,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

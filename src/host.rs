@@ -73,6 +73,8 @@ pub struct HostContext {
     pub rollbacks: RefCell<Vec<Rollback>>,
     /// The innermost step that failed, for the error message.
     pub failed_step: RefCell<Option<String>>,
+    /// Why the run stopped on something the person must decide (exit 2): an in-doubt step.
+    pub refusal: RefCell<Option<String>>,
 }
 
 /// What an effect is, for policy, the plan and the journal.
@@ -128,6 +130,7 @@ impl HostContext {
             selected_step_seen: RefCell::new(false),
             rollbacks: RefCell::new(Vec::new()),
             failed_step: RefCell::new(None),
+            refusal: RefCell::new(None),
         })
     }
 

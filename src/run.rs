@@ -137,6 +137,7 @@ fn run_on_engine_thread(
             ctx.initiator(),
             &ctx.runtime,
             &redactor,
+            &cancel,
         )?),
         None => None,
     };
@@ -166,7 +167,11 @@ fn run_on_engine_thread(
                 .unwrap_or_default(),
             resumes: settings.resume.as_ref().map(|r| r.run_id.clone()),
             journal: journal_file.path().map(|p| p.display().to_string()),
-            extra: Extra::new(),
+            // Which process wrote this run: the index tells a live run from a killed one by it.
+            extra: Extra::from_iter([(
+                "pid".to_owned(),
+                serde_json::Value::from(std::process::id()),
+            )]),
         }),
     );
 
@@ -212,6 +217,11 @@ fn run_on_engine_thread(
         _ => outcome,
     };
 
+    // A refusal the person has to resolve (an in-doubt step on resume) is a usage error: exit 2.
+    let outcome = match ctx.refusal.borrow_mut().take() {
+        Some(message) => Err(Error::usage(message)),
+        None => outcome,
+    };
     let failed = matches!(&outcome, Err(error) if !matches!(error, Error::Interrupted));
     if failed && !ctx.rollbacks.borrow().is_empty() {
         // Only when the script failed outside a step (a failed top-level step already ran

@@ -5,7 +5,20 @@
 //! lock lives as long as the connection, so a killed run frees it. Each run is recorded in
 //! `glow_runs` (started, then updated at `run_end`), which `glow-run runs --state URL` lists.
 //! The environment is `--var env=` (or `--var environment=`), else "default".
+//!
+//! Crash consistency: the row records the holder's database session, so a run killed with -9
+//! (its session, and so its lock, gone) reads as `interrupted`, not `running` for ever
+//! (`shared_state/lock.rs`). `--wait-lock` queues behind the holder; `glow-run unlock` ends a
+//! stuck holder's session, recorded with who and why (`shared_state/unlock.rs`). A live run
+//! whose session is ended stops itself (a watchdog pings the session every second), so a run
+//! that lost the lock never goes on deploying beside the next one.
 
+mod lock;
+mod unlock;
+
+pub use unlock::unlock;
+
+use crate::cancel::{Cancel, CancelReason};
 use crate::config::{Mode, RunSettings, sha256_hex};
 use crate::error::Error;
 use crate::journal::Sink;
@@ -13,11 +26,15 @@ use crate::redact::Redactor;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Row};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::Mutex;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a live run checks that its session (and so its lock) is still there.
+const WATCHDOG_EVERY: Duration = Duration::from_secs(1);
 /// Serialises `create table if not exists` between runs that start at the same moment.
 const SCHEMA_LOCK: i64 = 0x676c_6f77_7275_6e00;
 
@@ -37,9 +54,21 @@ const SCHEMA: &str = "create table if not exists glow_runs (
     duration_ms bigint
 )";
 
+/// Columns added for crash consistency: the holder's session, host and pid, and `unlock`'s
+/// record of who ended it and why.
+const SCHEMA_HOLDER: &str = "alter table glow_runs
+    add column if not exists backend_pid integer,
+    add column if not exists host text,
+    add column if not exists pid integer,
+    add column if not exists unlocked_by text,
+    add column if not exists unlock_reason text,
+    add column if not exists unlocked_at timestamptz";
+
 /// The shared state of one run: its connection holds the release lock until the run ends.
 pub struct SharedState {
-    connection: Mutex<Option<PgConnection>>,
+    connection: Arc<Mutex<Option<PgConnection>>>,
+    /// Set when the session was ended under the run (by `glow-run unlock`).
+    lost: Arc<AtomicBool>,
     runtime: tokio::runtime::Handle,
     run_id: String,
     display_url: String,
@@ -53,6 +82,11 @@ pub fn environment(settings: &RunSettings) -> String {
         .or_else(|| settings.vars.get("environment"))
         .cloned()
         .unwrap_or_else(|| "default".to_owned())
+}
+
+/// How a script is named in the lock key and the history (`./x.rhai` and `x.rhai` are one).
+fn script_name(script: &str) -> String {
+    script.trim_start_matches("./").to_owned()
 }
 
 fn lock_key(script: &str, environment: &str) -> i64 {
@@ -98,12 +132,18 @@ async fn connect(url: &str) -> Result<PgConnection, String> {
     )
     .await?;
     with_timeout("creating glow_runs", sqlx::query(SCHEMA).execute(&mut *tx)).await?;
+    with_timeout(
+        "updating glow_runs",
+        sqlx::query(SCHEMA_HOLDER).execute(&mut *tx),
+    )
+    .await?;
     with_timeout("commit", tx.commit()).await?;
     Ok(connection)
 }
 
 impl SharedState {
-    /// Connects, takes the release lock for a live run and records the run as started.
+    /// Connects, takes the release lock for a live run (waiting up to `--wait-lock`) and
+    /// records the run as started; a live run's session is then watched (see the module doc).
     pub fn open(
         url: &str,
         settings: &RunSettings,
@@ -111,55 +151,25 @@ impl SharedState {
         initiator: &str,
         runtime: &tokio::runtime::Handle,
         redactor: &Redactor,
+        cancel: &Arc<Cancel>,
     ) -> Result<Arc<Self>, Error> {
         let display_url = redactor.register_url(url);
         let context = format!("shared state {display_url}");
-        let script = settings.source_name.trim_start_matches("./").to_owned();
+        let script = script_name(&settings.source_name);
         let environment = environment(settings);
         let key = lock_key(&script, &environment);
         let live = settings.mode == Mode::Live;
+        let what = format!("{script} (environment {environment})");
         let connection = runtime.block_on(async {
             let mut connection = connect(url).await?;
             if live {
-                let locked: bool = with_timeout(
-                    "taking the release lock",
-                    sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut connection),
-                )
-                .await?;
-                if !locked {
-                    let holder = with_timeout(
-                        "finding the lock holder",
-                        sqlx::query(
-                            "select run_id, coalesce(initiator, '?') as initiator, started_at::text as started
-                             from glow_runs where lock_key = $1 and outcome = 'running'
-                             order by started_at desc limit 1",
-                        )
-                        .bind(key)
-                        .fetch_optional(&mut connection),
-                    )
-                    .await?;
-                    let by = holder.map_or_else(
-                        || "another live run".to_owned(),
-                        |row| {
-                            format!(
-                                "run {} (started {} by {})",
-                                row.get::<String, _>("run_id"),
-                                row.get::<String, _>("started"),
-                                row.get::<String, _>("initiator")
-                            )
-                        },
-                    );
-                    return Err(format!(
-                        "the release lock for {script} (environment {environment}) is held by {by}; \
-                         wait for it to finish (a dry run needs no lock)"
-                    ));
-                }
+                lock::take(&mut connection, key, &what, settings.flags.wait_lock).await?;
             }
             with_timeout(
                 "recording the run",
                 sqlx::query(
-                    "insert into glow_runs (run_id, script, sha256, mode, environment, tag, initiator, lock_key)
-                     values ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    "insert into glow_runs (run_id, script, sha256, mode, environment, tag, initiator, lock_key, backend_pid, host, pid)
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, pg_backend_pid(), $9, $10)",
                 )
                 .bind(run_id)
                 .bind(&script)
@@ -169,26 +179,63 @@ impl SharedState {
                 .bind(settings.vars.get("tag"))
                 .bind(initiator)
                 .bind(live.then_some(key))
+                .bind(host_name())
+                .bind(std::process::id() as i32)
                 .execute(&mut connection),
             )
             .await?;
-            Ok(connection)
+            Ok::<_, String>(connection)
         });
         let connection = connection.map_err(|why| Error::host(&context, redactor.redact(&why)))?;
-        Ok(Arc::new(Self {
-            connection: Mutex::new(Some(connection)),
+        let state = Arc::new(Self {
+            connection: Arc::new(Mutex::new(Some(connection))),
+            lost: Arc::new(AtomicBool::new(false)),
             runtime: runtime.clone(),
             run_id: run_id.to_owned(),
             display_url,
-        }))
+        });
+        if live {
+            state.watch(url.to_owned(), cancel.clone());
+        }
+        Ok(state)
+    }
+
+    /// Stops the run when its session disappears: a run that lost the lock must not go on.
+    fn watch(&self, url: String, cancel: Arc<Cancel>) {
+        let connection = self.connection.clone();
+        let lost = self.lost.clone();
+        let run_id = self.run_id.clone();
+        let display_url = self.display_url.clone();
+        self.runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(WATCHDOG_EVERY).await;
+                let mut guard = connection.lock().await;
+                let Some(conn) = guard.as_mut() else { return };
+                let ping = tokio::time::timeout(QUERY_TIMEOUT, sqlx::query("select 1").execute(conn)).await;
+                if matches!(ping, Ok(Ok(_))) {
+                    continue;
+                }
+                guard.take();
+                lost.store(true, Ordering::SeqCst);
+                let why = unlock::reason_for(&url, &run_id).await.unwrap_or_else(|| {
+                    "its database session was ended or lost".to_owned()
+                });
+                eprintln!(
+                    "error: run {run_id} lost the release lock in shared state {display_url}: {why}; stopping the run"
+                );
+                cancel.cancel_run(CancelReason::Interrupted);
+                return;
+            }
+        });
     }
 
     fn record_end(&self, end: &crate::event::RunEnd) -> Result<(), String> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let Some(mut connection) = self
-            .connection
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+            .runtime
+            .block_on(async { self.connection.lock().await.take() })
         else {
             return Ok(());
         };
@@ -253,10 +300,11 @@ pub fn list(url: &str, limit: usize) -> Result<Vec<SharedRun>, Error> {
         let mut connection = connect(url).await?;
         with_timeout(
             "listing runs",
-            sqlx::query(
-                "select run_id, script, mode, environment, outcome, duration_ms, tag, initiator
-                 from glow_runs order by started_at desc limit $1",
-            )
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select r.run_id, r.script, r.mode, r.environment, {} as outcome, r.duration_ms, r.tag, r.initiator
+                 from glow_runs r order by r.started_at desc limit $1",
+                lock::OUTCOME_SQL
+            )))
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .fetch_all(&mut connection),
         )
@@ -277,4 +325,13 @@ pub fn list(url: &str, limit: usize) -> Result<Vec<SharedRun>, Error> {
             initiator: row.get("initiator"),
         })
         .collect())
+}
+
+/// This machine's name, recorded with the lock holder.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "?".to_owned())
 }

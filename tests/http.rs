@@ -110,7 +110,7 @@ fn exhausted_retries_say_how_many_attempts() {
     server.route("/down", [Reply::text(503, "maintenance")]);
     let (_dir, out) = Test::new()
         .script(&format!(
-            r#"http::post("{}", #{{}}, #{{ retries: 2, backoff: "10ms" }});"#,
+            r#"http::post("{}", #{{}}, #{{ retries: 2, backoff: "10ms", retry_unsafe: true }});"#,
             server.url("/down")
         ))
         .expect(1);

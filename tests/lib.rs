@@ -4,6 +4,7 @@ mod support;
 
 mod architecture;
 mod authoring;
+mod crash;
 mod evidence;
 mod foundation;
 mod http;

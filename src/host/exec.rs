@@ -4,7 +4,10 @@
 //! Each child runs in its own process group with stdin closed (or fed from `opts.stdin`), so a
 //! timeout, a step timeout or Ctrl-C can stop the whole tree: SIGTERM to the group, then SIGKILL
 //! after a short grace. Output streams live to the terminal, prefixed by the step, is journaled
-//! line by line and captured (bounded) for the result map.
+//! line by line and captured (bounded) for the result map. Children (and their groups) die
+//! with glow-run, even when it is killed with SIGKILL (`exec/reaper.rs`).
+
+pub mod reaper;
 
 use super::{DEFAULT_EXEC_TIMEOUT, Effect, HostContext, KILL_GRACE, Need, add_fn, install, map_of};
 use crate::journal::Journal;
@@ -12,7 +15,6 @@ use crate::options::{HostResult, Options, host_error, kind_error};
 use crate::policy::Subject;
 use crate::redact::lines::LineWindow;
 use crate::script_error::ScriptError;
-use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use rhai::{Array, Dynamic, Engine, Map, Module};
 use serde_json::json;
@@ -344,6 +346,7 @@ fn spawn_and_wait(
     for (key, value) in &request.env {
         command.env(key, value);
     }
+    reaper::guard(&mut command);
     let token = ctx.current_token();
     let journal = ctx.journal.clone();
     let step = ctx.current_step();
@@ -376,13 +379,16 @@ fn spawn_and_wait(
             () = tokio::time::sleep(request.timeout) => Ending::TimedOut,
         };
         if let (false, Some(pgid)) = (matches!(ending, Ending::Exited(_)), pgid) {
-            terminate_group(pgid, &mut child).await;
+            reaper::terminate_group(pgid, &mut child, KILL_GRACE).await;
         }
         for pump in pumps.into_iter().flatten() {
             let abort = pump.abort_handle();
             if tokio::time::timeout(DRAIN_AFTER_EXIT, pump).await.is_err() {
                 abort.abort();
             }
+        }
+        if let Some(pgid) = pgid {
+            reaper::forget(pgid);
         }
         let take = |captured: &Arc<Mutex<Captured>>| {
             let mut captured = captured.lock().unwrap_or_else(|e| e.into_inner());
@@ -413,24 +419,6 @@ fn spawn_and_wait(
                 humantime::format_duration(request.timeout)
             ),
         )),
-    }
-}
-
-/// SIGTERM to the whole group, then SIGKILL to whatever is still there after the grace period.
-async fn terminate_group(pgid: Pid, child: &mut tokio::process::Child) {
-    let _ = killpg(pgid, Signal::SIGTERM);
-    let deadline = Instant::now() + KILL_GRACE;
-    loop {
-        let _ = child.try_wait();
-        if killpg(pgid, None).is_err() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let _ = killpg(pgid, Signal::SIGKILL);
-            let _ = child.wait().await;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

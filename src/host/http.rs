@@ -10,9 +10,13 @@
 //!   abort a hanging request at once. Retries (opt-in) back off exponentially with jitter on
 //!   connect errors, timeouts, 5xx and 429 (honouring `Retry-After`), never on other 4xx, and
 //!   each attempt is journaled as an `http_attempt` event.
+//!   Which requests may be repeated at all (POST and PATCH only when never sent, unless
+//!   `retry_unsafe`) and the `Idempotency-Key` header are in `http/retry.rs`.
 //! - Every request carries a W3C `traceparent` whose trace id is the run's.
 //! - The bearer value and headers that carry credentials are registered as secrets before
 //!   anything is journaled, so they are redacted everywhere.
+
+mod retry;
 
 use super::{DEFAULT_HTTP_TIMEOUT, Effect, HostContext, Outcome, add_fn, install, map_of};
 use crate::options::{HostResult, Options, host_error};
@@ -32,8 +36,6 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_MAX_BODY: u64 = 32 * 1024 * 1024;
 /// Characters of a response body quoted in errors.
 const EXCERPT_CHARS: usize = 300;
-/// First retry delay; doubled per retry (with jitter), capped at `MAX_BACKOFF`.
-const DEFAULT_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// A server's `Retry-After` is honoured up to this long (cancellation still interrupts it).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -184,8 +186,7 @@ struct Call {
     headers: Vec<(HeaderName, HeaderValue)>,
     bearer: Option<String>,
     timeout: Duration,
-    retries: u32,
-    backoff: Duration,
+    retry: retry::Retry,
     expect: Expect,
     read_only: bool,
     max_body: u64,
@@ -359,23 +360,7 @@ fn parse_call(
             "{what}: option 'timeout' must be more than zero"
         )));
     }
-    let retries = if allow_retries {
-        match options.int("retries")? {
-            None => 0,
-            Some(n) => u32::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| {
-                host_error(format!(
-                    "{what}: option 'retries' must be between 0 and 100, got {n}"
-                ))
-            })?,
-        }
-    } else {
-        0
-    };
-    let backoff = if allow_retries {
-        options.duration("backoff")?.unwrap_or(DEFAULT_BACKOFF)
-    } else {
-        DEFAULT_BACKOFF
-    };
+    let retry = retry::Retry::parse(what, &mut options, &method, body.is_some(), allow_retries)?;
     let expect = Expect::parse(what, options.value("expect"))?;
     let read_only = options
         .bool("read_only")?
@@ -392,8 +377,7 @@ fn parse_call(
         headers,
         bearer,
         timeout,
-        retries,
-        backoff,
+        retry,
         expect,
         read_only,
         max_body,
@@ -444,14 +428,12 @@ enum Failure {
     Tls(String),
     /// Bytes announced by Content-Length (true) or read before giving up (false).
     TooLarge(u64, bool),
+    /// The connection was closed or reset before any byte of the response arrived.
+    Reset(String),
     Other(String),
 }
 
 impl Failure {
-    fn retryable(&self) -> bool {
-        matches!(self, Self::TimedOut(_) | Self::Connect(_))
-    }
-
     fn describe(&self, max_body: u64) -> String {
         match self {
             Self::TimedOut(after) => {
@@ -469,6 +451,7 @@ impl Failure {
                     format!("{seen} bytes read before stopping")
                 }
             ),
+            Self::Reset(why) => format!("connection reset before any response: {why}"),
             Self::Other(why) => why.clone(),
         }
     }
@@ -479,6 +462,7 @@ impl Failure {
             Self::Connect(_) => "connect",
             Self::Tls(_) => "tls",
             Self::TooLarge(..) => "too_large",
+            Self::Reset(_) => "reset",
             Self::Other(_) => "error",
         }
     }
@@ -583,8 +567,17 @@ async fn send_once(
     if let Some(body) = &call.body {
         builder = builder.body(body.clone());
     }
+    if let Some(key) = &call.retry.key {
+        builder = builder.header("idempotency-key", key);
+    }
     let exchange = async {
-        let mut response = builder.send().await.map_err(|e| classify(&e, timeout))?;
+        let mut response = builder
+            .send()
+            .await
+            .map_err(|e| match classify(&e, timeout) {
+                Failure::Other(why) if retry::is_reset(&e) => Failure::Reset(why),
+                failure => failure,
+            })?;
         if let Some(length) = response.content_length()
             && length > call.max_body
         {
@@ -697,32 +690,17 @@ fn journal_attempt(
 fn perform(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<(Reply, u32)> {
     let client = client.get(&ctx.policy)?;
     let trace = traceparent(ctx);
-    let (result, attempts) = ctx.block_on(async {
+    let (result, attempts, withheld) = ctx.block_on(async {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let started = Instant::now();
             let result = send_once(&client, call, &trace, call.timeout).await;
-            let retry_in = match &result {
-                _ if attempt > call.retries => None,
-                Ok(reply)
-                    if (reply.status >= 500 || reply.status == 429)
-                        && !call.expect.accepts(reply.status) =>
-                {
-                    Some(
-                        reply
-                            .retry_after
-                            .unwrap_or_else(|| backoff_delay(call.backoff, attempt - 1)),
-                    )
-                }
-                Err(failure) if failure.retryable() => {
-                    Some(backoff_delay(call.backoff, attempt - 1))
-                }
-                _ => None,
-            };
+            let retry_in = call.retry.delay(attempt, &result, &call.expect);
             journal_attempt(ctx, call, attempt, started, &result, retry_in);
             let Some(delay) = retry_in else {
-                return (result, attempt);
+                let withheld = call.retry.withheld(attempt, &result);
+                return (result, attempt, withheld);
             };
             let seen = match &result {
                 Ok(reply) => reply.status_text(),
@@ -734,7 +712,7 @@ fn perform(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<(Reply
                     "{} {}: {seen}; retry {attempt}/{} in {}",
                     call.what,
                     call.label(),
-                    call.retries,
+                    call.retry.retries,
                     humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
                 ),
             );
@@ -746,14 +724,22 @@ fn perform(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<(Reply
     } else {
         String::new()
     };
+    if let (Some(why), Ok(reply)) = (withheld, &result) {
+        let status = reply.status_text();
+        ctx.log(
+            "warn",
+            &format!("{} {}: {status}; {why}", call.what, call.label()),
+        );
+    }
     match result {
         Ok(reply) => Ok((reply, attempts)),
         Err(failure) => {
             let message = ctx.redact(&format!(
-                "{}: {} failed{after}: {}",
+                "{}: {} failed{after}: {}{}",
                 call.what,
                 call.label(),
-                failure.describe(call.max_body)
+                failure.describe(call.max_body),
+                withheld.map(|why| format!("; {why}")).unwrap_or_default()
             ));
             let kind = if matches!(failure, Failure::TimedOut(_)) {
                 "timeout"
@@ -876,8 +862,12 @@ fn effect_for<'a>(call: &'a Call, extra: Value) -> Effect<'a> {
         detail["body_sha256"] = json!(hex::encode(Sha256::digest(body)));
         detail["body_bytes"] = json!(body.len());
     }
-    if call.retries > 0 {
-        detail["retries"] = json!(call.retries);
+    if call.retry.retries > 0 {
+        detail["retries"] = json!(call.retry.retries);
+    }
+    if call.retry.key.is_some() {
+        // Whether, not which: the key is fresh per run and the plan must match the live run.
+        detail["idempotency_key"] = json!(true);
     }
     if let (Value::Object(detail), Value::Object(extra)) = (&mut detail, extra) {
         detail.extend(extra);
@@ -1045,7 +1035,8 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     let mut module = Module::new();
     let result = "`#{ status, headers, body, json, attempts, planned }`";
     let options_doc = "Options: `headers` (map), `bearer`, `query` (map), `timeout` (default 30s), `retries` (retries after the first attempt on\n\
-                       connect errors, timeouts, 5xx, 429), `backoff` (first retry delay, default 250ms), `expect` (status, \"2xx\" or a list;\n\
+                       connect errors, timeouts, 5xx, 429; POST/PATCH only when never sent unless `retry_unsafe: true`),\n\
+                       `idempotent`, `retry_unsafe`, `idempotency_key` (true or a string: one `Idempotency-Key` for every attempt), `backoff` (first retry delay, default 250ms), `expect` (status, \"2xx\" or a list;\n\
                        default any 2xx), `read_only`, `max_body` (default 32MiB).";
 
     let docs_get =

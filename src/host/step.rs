@@ -3,7 +3,10 @@
 //!
 //! A step is journaled (start, end, duration, outcome), may have a timeout (its own cancellation
 //! token, so only its own work is stopped), may `continue_on_error`, and may register a
-//! `rollback` closure that runs, newest first, when a later step fails.
+//! `rollback` closure that runs, newest first, when a later step fails, and may have a `verify`
+//! closure that `resume` asks when the step is in doubt (`step/in_doubt.rs`).
+
+mod in_doubt;
 
 use super::{HostContext, Rollback, StepFrame, error_text, is_cancellation};
 use crate::cancel::CancelReason;
@@ -27,7 +30,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     rhai::FuncRegistration::new("step")
         .with_volatility(true)
         .with_params_info(["name: String", "options: Map", "body: FnPtr", "Dynamic"])
-        .with_comments(["/// Runs `body` as a named step with options:\n/// `#{ timeout: \"5m\", continue_on_error: true, rollback: || { ... } }`."])
+        .with_comments(["/// Runs `body` as a named step with options:\n/// `#{ timeout: \"5m\", continue_on_error: true, rollback: || { ... }, verify: || bool }`\n/// (`verify`: on resume, whether a step the earlier run was killed inside already took effect)."])
         .register_into_engine(engine, move |call: NativeCallContext, name: &str, options: Map, body: FnPtr| {
             run_step(&c, &call, name, Options::new("step", options), body)
         });
@@ -58,6 +61,7 @@ fn run_step(
     let timeout = options.duration("timeout")?;
     let continue_on_error = options.bool("continue_on_error")?.unwrap_or(false);
     let rollback = options.fn_ptr("rollback")?;
+    let verify = options.fn_ptr("verify")?;
     options.finish()?;
 
     let occurrence = {
@@ -76,6 +80,23 @@ fn run_step(
         return Ok(Dynamic::UNIT);
     }
 
+    let in_doubt = match in_doubt::decide(ctx, call, name, occurrence, verify.as_ref())? {
+        Some(in_doubt::Decision::Skip(record)) => {
+            let reason = format!(
+                "succeeded in run {} (in doubt; verify found it done)",
+                record["run"].as_str().unwrap_or("")
+            );
+            ctx.journal.emit(
+                "step_end",
+                Some(name),
+                json!({ "outcome": "skipped", "reason": reason, "duration_ms": 0, "occurrence": occurrence, "in_doubt": record }),
+            );
+            return Ok(Dynamic::UNIT);
+        }
+        Some(in_doubt::Decision::Rerun(record)) => Some(record),
+        None => None,
+    };
+
     let parent = ctx.current_token();
     let token = parent.child_token();
     let timeout = timeout.or(Some(ctx.policy.limits.step_timeout));
@@ -84,11 +105,11 @@ fn run_step(
         token: token.clone(),
         started: Instant::now(),
     });
-    ctx.journal.emit(
-        "step_start",
-        Some(name),
-        json!({ "occurrence": occurrence, "depth": depth, "timeout_ms": timeout.map(|t| t.as_millis() as u64) }),
-    );
+    let mut start = json!({ "occurrence": occurrence, "depth": depth, "timeout_ms": timeout.map(|t| t.as_millis() as u64) });
+    if let Some(record) = in_doubt {
+        start["in_doubt"] = record;
+    }
+    ctx.journal.emit("step_start", Some(name), start);
     let timer = timeout.map(|after| spawn_timer(ctx, name, depth, after, token.clone()));
 
     let started = Instant::now();

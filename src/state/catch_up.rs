@@ -1,0 +1,91 @@
+//! Brings the index up to date with the journals (the source of truth) when it is opened: a
+//! run killed with -9 never wrote its last batch, or no row at all when it died in its first
+//! milliseconds. Only runs whose process is gone are replayed (a live run indexes itself);
+//! once replayed they are marked `settled` so later opens do not read their journals again.
+
+use super::journal_path;
+use super::record::{RunRecord, as_i64, is_indexed, pid_alive};
+use super::writer::write_batch;
+use sqlx::Row;
+use sqlx::sqlite::SqliteConnection;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// What the index knows of a run: the last `seq` it holds, and whether it needs no more.
+struct Known {
+    last_seq: i64,
+    done: bool,
+}
+
+pub(super) async fn catch_up(
+    connection: &mut SqliteConnection,
+    state_dir: &Path,
+    skip_run: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("runs")) else {
+        return Ok(());
+    };
+    let rows = sqlx::query(
+        "SELECT id, coalesce(last_seq, -1) AS last_seq,
+                (outcome IS NOT NULL OR coalesce(settled, 0) = 1) AS done FROM runs",
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    let known: HashMap<String, Known> = rows
+        .iter()
+        .map(|row| {
+            let id: String = row.try_get("id").unwrap_or_default();
+            let known = Known {
+                last_seq: row.try_get("last_seq").unwrap_or(-1),
+                done: row.try_get::<bool, _>("done").unwrap_or(true),
+            };
+            (id, known)
+        })
+        .collect();
+    for entry in entries.filter_map(Result::ok) {
+        let id = entry.file_name().to_string_lossy().into_owned();
+        if Some(id.as_str()) == skip_run || id.starts_with('.') {
+            continue;
+        }
+        let last_seq = match known.get(&id) {
+            Some(known) if known.done => continue,
+            // A row written before the index kept `last_seq`: it cannot say what it lacks.
+            Some(known) if known.last_seq < 0 => continue,
+            Some(known) => known.last_seq,
+            None => 0,
+        };
+        replay(connection, &id, &journal_path(state_dir, &id), last_seq).await?;
+    }
+    Ok(())
+}
+
+/// Writes a dead run's journaled events after `last_seq` and marks it settled.
+async fn replay(
+    connection: &mut SqliteConnection,
+    id: &str,
+    journal: &Path,
+    last_seq: i64,
+) -> Result<(), sqlx::Error> {
+    let Ok(events) = crate::journal::read_events(journal) else {
+        return Ok(());
+    };
+    let Some(record) = RunRecord::from_events(&events) else {
+        return Ok(());
+    };
+    if record.pid.is_some_and(pid_alive) {
+        return Ok(());
+    }
+    let missing: Vec<_> = events
+        .into_iter()
+        .filter(|e| is_indexed(&e.body) && as_i64(e.seq) > last_seq)
+        .map(Box::new)
+        .collect();
+    if !missing.is_empty() {
+        write_batch(connection, &missing).await?;
+    }
+    sqlx::query("UPDATE runs SET settled = 1 WHERE id = ?")
+        .bind(id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
