@@ -3,6 +3,7 @@
 mod support;
 
 mod authoring;
+mod browser;
 mod evidence;
 mod foundation;
 mod http;

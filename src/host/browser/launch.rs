@@ -83,8 +83,14 @@ pub async fn start(executable: &Path) -> Result<Launched, String> {
         .prefix("glow-browser-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary browser profile: {e}"))?;
+    // Chromium's own temporary files (its singleton socket folder, shared memory) go inside the
+    // profile, so they are removed with it even after a SIGKILL.
+    let scratch = profile.path().join("tmp");
+    std::fs::create_dir_all(&scratch)
+        .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
     let mut command = Command::new(executable);
     command
+        .env("TMPDIR", &scratch)
         .args(FLAGS)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .stdin(Stdio::null())

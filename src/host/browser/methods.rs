@@ -68,8 +68,7 @@ fn title(ctx: &HostContext, page: &Page) -> HostResult<String> {
 
 fn console_errors(ctx: &HostContext, page: &Page) -> HostResult<Array> {
     let errors = on_tab(ctx, page, Call::read("console_errors", None), |tab| {
-        let errors = tab.console_errors();
-        Box::pin(async move { Ok(errors) })
+        Box::pin(tab.console_errors())
     })?
     .unwrap_or_default();
     Ok(errors

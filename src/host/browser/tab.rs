@@ -8,9 +8,10 @@ use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::cdp::js_protocol::runtime::{
     ConsoleApiCalledType, EventConsoleApiCalled, EventExceptionThrown, RemoteObject,
 };
+use chromiumoxide::listeners::EventStream;
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, Page};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,10 +42,52 @@ impl chromiumoxide::types::Command for Raw {
 /// Decides whether a navigation may go to a URL (`[http] allow_hosts`): `Err(rule)` blocks it.
 pub type Guard = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+/// The console's event streams and the errors read from them so far.
+struct Console {
+    calls: EventStream<EventConsoleApiCalled>,
+    thrown: EventStream<EventExceptionThrown>,
+    logged: EventStream<EventEntryAdded>,
+    seen: Vec<String>,
+}
+
+impl Console {
+    /// Moves every event already delivered into `seen`, keeping the errors.
+    fn drain(&mut self) {
+        while let Some(Some(event)) = self.calls.next().now_or_never() {
+            if matches!(
+                event.r#type,
+                ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert
+            ) {
+                let text: Vec<String> = event.args.iter().map(describe).collect();
+                self.seen.push(text.join(" "));
+            }
+        }
+        while let Some(Some(event)) = self.thrown.next().now_or_never() {
+            let details = &event.exception_details;
+            let text = details
+                .exception
+                .as_ref()
+                .and_then(|e| e.description.clone())
+                .unwrap_or_else(|| details.text.clone());
+            self.seen.push(text);
+        }
+        // Failed resource loads and the like: what DevTools' console shows in red.
+        while let Some(Some(event)) = self.logged.next().now_or_never() {
+            if event.entry.level == LogEntryLevel::Error {
+                let mut text = event.entry.text.clone();
+                if let Some(url) = &event.entry.url {
+                    text.push_str(&format!(" ({url})"));
+                }
+                self.seen.push(text);
+            }
+        }
+    }
+}
+
 /// A page and what its listeners collected.
 pub struct Tab {
     page: Page,
-    console: Arc<Mutex<Vec<String>>>,
+    console: Mutex<Console>,
     /// Navigations the guard refused, with the rule.
     blocked: Arc<Mutex<Vec<String>>>,
     listeners: Vec<tokio::task::JoinHandle<()>>,
@@ -68,66 +111,26 @@ impl Tab {
     /// navigations paused until the guard allows them.
     pub async fn new(browser: &Browser, guard: Option<Guard>) -> Result<Self, String> {
         let page = browser.new_page("about:blank").await.map_err(cdp_error)?;
-        let console = Arc::new(Mutex::new(Vec::new()));
-        let blocked = Arc::new(Mutex::new(Vec::new()));
-        let mut listeners = Vec::new();
-
-        let mut calls = page
-            .event_listener::<EventConsoleApiCalled>()
-            .await
-            .map_err(cdp_error)?;
-        let sink = console.clone();
-        listeners.push(tokio::spawn(async move {
-            while let Some(event) = calls.next().await {
-                if matches!(
-                    event.r#type,
-                    ConsoleApiCalledType::Error | ConsoleApiCalledType::Assert
-                ) {
-                    let text: Vec<String> = event.args.iter().map(describe).collect();
-                    sink.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(text.join(" "));
-                }
-            }
-        }));
-        let mut thrown = page
-            .event_listener::<EventExceptionThrown>()
-            .await
-            .map_err(cdp_error)?;
-        let sink = console.clone();
-        listeners.push(tokio::spawn(async move {
-            while let Some(event) = thrown.next().await {
-                let details = &event.exception_details;
-                let text = details
-                    .exception
-                    .as_ref()
-                    .and_then(|e| e.description.clone())
-                    .unwrap_or_else(|| details.text.clone());
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push(text);
-            }
-        }));
-        // Failed resource loads and the like: what DevTools' console shows in red.
-        let mut logged = page
-            .event_listener::<EventEntryAdded>()
-            .await
-            .map_err(cdp_error)?;
-        let sink = console.clone();
-        listeners.push(tokio::spawn(async move {
-            while let Some(event) = logged.next().await {
-                if event.entry.level == LogEntryLevel::Error {
-                    let mut text = event.entry.text.clone();
-                    if let Some(url) = &event.entry.url {
-                        text.push_str(&format!(" ({url})"));
-                    }
-                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(text);
-                }
-            }
-        }));
+        let console = Console {
+            calls: page
+                .event_listener::<EventConsoleApiCalled>()
+                .await
+                .map_err(cdp_error)?,
+            thrown: page
+                .event_listener::<EventExceptionThrown>()
+                .await
+                .map_err(cdp_error)?,
+            logged: page
+                .event_listener::<EventEntryAdded>()
+                .await
+                .map_err(cdp_error)?,
+            seen: Vec::new(),
+        };
         let mut tab = Self {
             page,
-            console,
-            blocked,
-            listeners,
+            console: Mutex::new(console),
+            blocked: Arc::new(Mutex::new(Vec::new())),
+            listeners: Vec::new(),
         };
         tab.raw("Runtime.enable", json!({})).await?;
         tab.raw("Log.enable", json!({})).await?;
@@ -272,11 +275,13 @@ impl Tab {
             .unwrap_or_default())
     }
 
-    pub fn console_errors(&self) -> Vec<String> {
-        self.console
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Console errors so far. A round trip first: CDP delivers events in order, so every event
+    /// the page emitted before it is then in the streams.
+    pub async fn console_errors(&self) -> Result<Vec<String>, String> {
+        self.eval("0").await?;
+        let mut console = self.console.lock().unwrap_or_else(|e| e.into_inner());
+        console.drain();
+        Ok(console.seen.clone())
     }
 
     /// A PNG of the whole page.
