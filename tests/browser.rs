@@ -100,7 +100,13 @@ fn release_frontend_good_app_stores_a_real_png_per_page_and_uploads_through_the_
         assert_eq!(entry["sha256"], sha256(&bytes), "{name}");
         assert_eq!(entry["size"], bytes.len() as u64, "{name}");
         assert_eq!(entry["step"], "5 Frontend: pages load");
-        eprintln!("screenshot: {}", path.display());
+        // Kept after the staging is gone, for a person to look at.
+        let kept = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("browser-e2e")
+            .join(&name);
+        std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+        std::fs::copy(&path, &kept).unwrap();
+        eprintln!("screenshot: {}", kept.display());
     }
     // Every page was loaded by the browser, the PWA's manifest, icons and worker fetched.
     let server = &staging.server;

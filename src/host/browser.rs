@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use std::cell::{OnceCell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tab::Tab;
 
@@ -237,6 +238,18 @@ fn navigate(
     url: &str,
     timeout: Duration,
 ) -> HostResult<(Tab, i64, String)> {
+    let crashed = session
+        .running
+        .borrow_mut()
+        .as_mut()
+        .is_some_and(|b| !b.alive());
+    if crashed {
+        ctx.log(
+            "warn",
+            "browser: the browser had exited; starting a new one",
+        );
+        session.shutdown();
+    }
     if session.running.borrow().is_none() {
         let launched = ctx
             .block_on(launch::start(executable))?
@@ -288,8 +301,6 @@ fn navigate(
         Ok(Ok(Ok(opened))) => Ok(opened),
     }
 }
-
-use std::sync::Arc;
 
 fn screenshot(ctx: &HostContext, page: &Page, name: &str) -> HostResult<Map> {
     let bytes = on_tab(ctx, page, Call::read("screenshot", None), |tab| {

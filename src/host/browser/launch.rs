@@ -66,6 +66,27 @@ pub fn find(glow_browser: Option<&str>) -> Result<PathBuf, String> {
         })
 }
 
+/// Free space `/dev/shm` needs before the profile goes there.
+const SHM_MIN_FREE: u64 = 512 * 1024 * 1024;
+
+/// Where the throwaway profile goes: `TMPDIR` when it is set, else `/dev/shm` (memory: the
+/// browser writes a few hundred files that a disk-backed /tmp takes hundreds of milliseconds to
+/// delete) when it has room, else the system's temporary folder.
+fn profile_parent() -> PathBuf {
+    if std::env::var_os("TMPDIR").is_some_and(|dir| !dir.is_empty()) {
+        return std::env::temp_dir();
+    }
+    let shm = Path::new("/dev/shm");
+    let roomy = nix::sys::statvfs::statvfs(shm)
+        .is_ok_and(|fs| fs.blocks_available() as u64 * fs.fragment_size() as u64 >= SHM_MIN_FREE);
+    let writable = nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok();
+    if roomy && writable {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
 /// A running browser: the process, its group, the CDP connection and the profile directory.
 pub struct Launched {
     pub browser: Browser,
@@ -79,10 +100,16 @@ pub struct Launched {
 /// Starts the browser and connects to it. Call inside the run's runtime (it spawns the CDP
 /// handler task there).
 pub async fn start(executable: &Path) -> Result<Launched, String> {
+    let parent = profile_parent();
     let profile = tempfile::Builder::new()
         .prefix("glow-browser-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a temporary browser profile: {e}"))?;
+        .tempdir_in(&parent)
+        .map_err(|e| {
+            format!(
+                "cannot create a temporary browser profile in {}: {e}",
+                parent.display()
+            )
+        })?;
     // Chromium's own temporary files (its singleton socket folder, shared memory) go inside the
     // profile, so they are removed with it even after a SIGKILL.
     let scratch = profile.path().join("tmp");
@@ -199,6 +226,11 @@ fn watch_stderr(
 }
 
 impl Launched {
+    /// Whether the browser process is still running (it may have crashed since).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Ends the browser: the CDP task, then SIGKILL to the whole process group (a throwaway
     /// profile needs no clean shutdown), then waits until no process of the group is left.
     pub fn kill(mut self) {

@@ -137,6 +137,20 @@ pub(super) fn add(module: &mut Module, ctx: &Rc<HostContext>) {
     let c = ctx.clone();
     add_method(
         module,
+        "console_errors",
+        &["page: Page", "Array"],
+        "Console errors, uncaught exceptions and failed loads the page logged so far (strings).",
+        move |page: &mut Page| console_errors(&c, page),
+    );
+    add_app_readers(module, ctx);
+    add_actions(module, ctx);
+}
+
+/// What the page says about its web app.
+fn add_app_readers(module: &mut Module, ctx: &Rc<HostContext>) {
+    let c = ctx.clone();
+    add_method(
+        module,
         "screenshot",
         &["page: Page", "name: String", "Map"],
         "Stores a full-page PNG in the artifact store as `name`; returns `#{ name, sha256, size, planned }`.",
@@ -160,14 +174,10 @@ pub(super) fn add(module: &mut Module, ctx: &Rc<HostContext>) {
          JSON (`()` when the page links none).",
         move |page: &mut Page| manifest(&c, page),
     );
-    let c = ctx.clone();
-    add_method(
-        module,
-        "console_errors",
-        &["page: Page", "Array"],
-        "Console errors, uncaught exceptions and failed loads the page logged so far (strings).",
-        move |page: &mut Page| console_errors(&c, page),
-    );
+}
+
+/// The calls that change the application (effects) and `close`.
+fn add_actions(module: &mut Module, ctx: &Rc<HostContext>) {
     let docs_click = "Clicks the first element `selector` matches. An effect: planned in a dry run unless\n\
                       `read_only: true`. Options: `timeout`, `read_only`.";
     let c = ctx.clone();
