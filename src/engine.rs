@@ -8,7 +8,6 @@ use crate::host::{self, HostContext};
 use crate::policy::Limits;
 use crate::resolver::{Resolver, SharedSources};
 use rhai::{Dynamic, Engine};
-use serde_json::json;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -70,13 +69,18 @@ pub fn build(ctx: &Rc<HostContext>, sources: SharedSources) -> Engine {
 
     let c = ctx.clone();
     engine.on_print(move |text| {
-        c.emit("output", json!({ "stream": "script", "line": text }));
+        c.record(crate::event::Body::Output(crate::event::Output {
+            stream: "script".into(),
+            line: text.to_owned(),
+            ..Default::default()
+        }));
     });
     let c = ctx.clone();
     engine.on_debug(move |text, _source, position| {
         c.log("debug", &format!("{text} ({position})"));
     });
 
+    crate::script_error::register(&mut engine);
     host::register(&mut engine, ctx);
     engine
 }
