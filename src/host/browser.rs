@@ -18,7 +18,7 @@
 pub mod launch;
 mod tab;
 
-use super::{Effect, HostContext, Outcome, add_fn, install, map_of};
+use super::{Effect, HostContext, Need, Outcome, add_fn, install, map_of};
 use crate::options::{HostResult, Options, host_error};
 use crate::policy::Subject;
 use futures::future::LocalBoxFuture;
@@ -191,10 +191,10 @@ fn open(ctx: &HostContext, session: &Rc<Session>, url: &str, options: Map) -> Ho
     }
     let host = parsed.host_str().unwrap_or_default().to_owned();
     let executable = session.executable(ctx);
-    if executable.is_err() && ctx.is_dry_run() {
-        ctx.needs(|needs| {
-            needs.programs.insert(NEED.to_owned());
-        });
+    if let Err(why) = &executable {
+        ctx.missing(Need::Program, &[NEED.to_owned()], || {
+            host_error(format!("browser::open: {why}"))
+        })?;
     }
     let effect = Effect {
         namespace: "browser",
@@ -444,12 +444,11 @@ fn interact(
 /// After a click the page may be elsewhere: later calls name (and journal) the new URL.
 fn refresh_url(ctx: &HostContext, page: &Page) {
     let tab = page.inner.tab.borrow();
-    if let Some(tab) = tab.as_ref() {
-        if let Ok(Ok(Ok(url))) =
+    if let Some(tab) = tab.as_ref()
+        && let Ok(Ok(Ok(url))) =
             ctx.block_on(async { tokio::time::timeout(DEFAULT_BROWSER_TIMEOUT, tab.url()).await })
-        {
-            *page.inner.url.borrow_mut() = url;
-        }
+    {
+        *page.inner.url.borrow_mut() = url;
     }
 }
 
@@ -542,13 +541,11 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         move || -> HostResult<String> {
             match s.executable(&c) {
                 Ok(path) => Ok(path.display().to_string()),
-                Err(_) if c.is_dry_run() => {
-                    c.needs(|needs| {
-                        needs.programs.insert(NEED.to_owned());
-                    });
-                    Ok(String::new())
-                }
-                Err(why) => Err(host_error(format!("browser: {why}"))),
+                Err(why) => c
+                    .missing(Need::Program, &[NEED.to_owned()], || {
+                        host_error(format!("browser: {why}"))
+                    })
+                    .map(|()| String::new()),
             }
         },
     );

@@ -78,7 +78,7 @@ fn profile_parent() -> PathBuf {
     }
     let shm = Path::new("/dev/shm");
     let roomy = nix::sys::statvfs::statvfs(shm)
-        .is_ok_and(|fs| fs.blocks_available() as u64 * fs.fragment_size() as u64 >= SHM_MIN_FREE);
+        .is_ok_and(|fs| fs.blocks_available() * fs.fragment_size() >= SHM_MIN_FREE);
     let writable = nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok();
     if roomy && writable {
         shm.to_path_buf()
