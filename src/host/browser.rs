@@ -259,8 +259,8 @@ fn navigate(
             &format!(
                 "browser: started {} (pid {}, profile {})",
                 launched.executable.display(),
-                launched.pid,
-                launched.profile.path().display()
+                launched.pid(),
+                launched.profile().display()
             ),
         );
         *session.running.borrow_mut() = Some(launched);

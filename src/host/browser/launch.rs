@@ -87,19 +87,32 @@ fn profile_parent() -> PathBuf {
     }
 }
 
-/// A running browser: the process, its group, the CDP connection and the profile directory.
+/// The browser's process group and profile. Dropping it kills the whole group and then
+/// removes the profile, so a start cancelled halfway (Ctrl-C while Chromium boots) leaves
+/// nothing behind either.
+struct Process {
+    child: Child,
+    pid: i32,
+    profile: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        kill_group(self.pid, &mut self.child);
+        // `profile` is removed after this, once nothing writes to it any more.
+    }
+}
+
+/// A running browser: the CDP connection, its handler task and the process.
 pub struct Launched {
     pub browser: Browser,
     pub executable: PathBuf,
-    pub profile: tempfile::TempDir,
-    pub pid: i32,
-    child: Child,
     handler: tokio::task::JoinHandle<()>,
+    process: Process,
 }
 
-/// Starts the browser and connects to it. Call inside the run's runtime (it spawns the CDP
-/// handler task there).
-pub async fn start(executable: &Path) -> Result<Launched, String> {
+/// Starts the browser in its own process group, in a fresh profile, and with `PR_SET_PDEATHSIG`.
+fn spawn(executable: &Path) -> Result<(Process, std::process::ChildStderr), String> {
     let parent = profile_parent();
     let profile = tempfile::Builder::new()
         .prefix("glow-browser-")
@@ -143,15 +156,28 @@ pub async fn start(executable: &Path) -> Result<Launched, String> {
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", executable.display()))?;
-    let pid = child.id() as i32;
     let stderr = child.stderr.take().expect("stderr is piped");
+    let pid = child.id() as i32;
+    Ok((
+        Process {
+            child,
+            pid,
+            profile,
+        },
+        stderr,
+    ))
+}
+
+/// Starts the browser and connects to it. Call inside the run's runtime (it spawns the CDP
+/// handler task there). Dropped before it resolves, it kills what it started.
+pub async fn start(executable: &Path) -> Result<Launched, String> {
+    let (process, stderr) = spawn(executable)?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
     let address = watch_stderr(stderr, tail.clone());
-    let found = tokio::time::timeout(START_TIMEOUT, address).await;
-    let ws_url = match found {
+    let ws_url = match tokio::time::timeout(START_TIMEOUT, address).await {
         Ok(Ok(url)) => url,
         outcome => {
-            kill_group(pid, &mut child);
+            drop(process);
             let why = if outcome.is_err() {
                 format!("it printed no DevTools address within {START_TIMEOUT:?}")
             } else {
@@ -175,23 +201,17 @@ pub async fn start(executable: &Path) -> Result<Launched, String> {
         request_timeout: Duration::from_secs(60),
         ..HandlerConfig::default()
     };
-    let (browser, mut handler) = match Browser::connect_with_config(ws_url.clone(), config).await {
-        Ok(connected) => connected,
-        Err(e) => {
-            kill_group(pid, &mut child);
-            return Err(format!("cannot connect to the browser at {ws_url}: {e}"));
-        }
-    };
+    let (browser, mut handler) = Browser::connect_with_config(ws_url.clone(), config)
+        .await
+        .map_err(|e| format!("cannot connect to the browser at {ws_url}: {e}"))?;
     // The handler drives the CDP connection; it ends when the socket closes. Single bad
     // messages are not fatal.
     let handler = tokio::spawn(async move { while handler.next().await.is_some() {} });
     Ok(Launched {
         browser,
         executable: executable.to_owned(),
-        profile,
-        pid,
-        child,
         handler,
+        process,
     })
 }
 
@@ -228,15 +248,28 @@ fn watch_stderr(
 impl Launched {
     /// Whether the browser process is still running (it may have crashed since).
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        matches!(self.process.child.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.process.pid
+    }
+
+    pub fn profile(&self) -> &Path {
+        self.process.profile.path()
     }
 
     /// Ends the browser: the CDP task, then SIGKILL to the whole process group (a throwaway
-    /// profile needs no clean shutdown), then waits until no process of the group is left.
-    pub fn kill(mut self) {
+    /// profile needs no clean shutdown), then waits until no process of the group is left and
+    /// removes the profile.
+    pub fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
         self.handler.abort();
-        kill_group(self.pid, &mut self.child);
-        // The profile directory is removed when `self.profile` drops, after the processes died.
     }
 }
 
