@@ -532,3 +532,48 @@ fn a_missing_browser_is_an_error_naming_what_was_looked_for_and_a_need_in_a_dry_
         finished.stderr
     );
 }
+
+#[test]
+fn a_browser_that_dies_at_start_and_a_selector_that_never_matches_say_what_and_where() {
+    let test = Test::new();
+    let fake = test.path().join("fake-chrome");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'fake-chrome: cannot open display' >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let fake = fake.display().to_string();
+    let finished = test
+        .script("browser::open(\"http://127.0.0.1:9/\");")
+        .env("GLOW_BROWSER", &fake)
+        .status(1);
+    assert!(
+        finished
+            .stderr
+            .contains("it exited before printing its DevTools address")
+            && finished.stderr.contains("fake-chrome: cannot open display"),
+        "{}",
+        finished.stderr
+    );
+
+    let server = pwa::start(PwaFaults::default());
+    let url = server.url("/app/tasks");
+    let finished = Test::new()
+        .script(&format!(
+            "let page = browser::open(\"{url}\");\npage.wait_for(\"#never\", #{{ timeout: \"300ms\" }});"
+        ))
+        .status(1);
+    assert!(
+        finished.stderr.contains(&format!(
+            "page.wait_for: {url}: no element matches '#never' after 300ms"
+        )),
+        "{}",
+        finished.stderr
+    );
+    assert!(
+        finished.stderr.contains("script.rhai:2"),
+        "{}",
+        finished.stderr
+    );
+}
