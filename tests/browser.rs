@@ -577,3 +577,49 @@ fn a_browser_that_dies_at_start_and_a_selector_that_never_matches_say_what_and_w
         finished.stderr
     );
 }
+
+#[test]
+fn chromes_documented_criteria_agree_with_chromes_own_verdict() {
+    for (faults, installable) in [
+        (PwaFaults::default(), true),
+        (
+            PwaFaults {
+                manifest_without_icons: true,
+                ..PwaFaults::default()
+            },
+            false,
+        ),
+    ] {
+        let server = pwa::start(faults);
+        let finished = Test::new()
+            .script(&format!(
+                r#"
+                let page = browser::open("{}");
+                let chrome = page.installability().map(|e| e.id);
+                let criteria = page.installability(#{{ criteria: true }}).map(|e| e.id);
+                print(`chrome=${{chrome}}`);
+                print(`criteria=${{criteria}}`);
+                "#,
+                server.url("/app/tasks")
+            ))
+            .status(0);
+        let line = |prefix: &str| {
+            finished
+                .stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {}", finished.stdout))
+                .to_owned()
+        };
+        let (chrome, criteria) = (line("chrome="), line("criteria="));
+        if installable {
+            assert_eq!((chrome.as_str(), criteria.as_str()), ("[]", "[]"));
+        } else {
+            assert!(
+                chrome.contains("manifest-missing-suitable-icon"),
+                "{chrome}"
+            );
+            assert_eq!(criteria, "[\"manifest-missing-suitable-icon\"]");
+        }
+    }
+}

@@ -15,6 +15,7 @@
 //! - Without a browser, a live run fails naming what was looked for; a dry run lists it as a
 //!   need and goes on with a planned page (its reads return nothing).
 
+mod criteria;
 pub mod launch;
 mod tab;
 
@@ -310,11 +311,24 @@ fn screenshot(ctx: &HostContext, page: &Page, name: &str) -> HostResult<Map> {
     super::artifact::write_blob(ctx, name, bytes)
 }
 
-fn installability(ctx: &HostContext, page: &Page) -> HostResult<Array> {
-    let errors = on_tab(ctx, page, Call::read("installability", None), |tab| {
-        Box::pin(tab.installability())
-    })?
-    .unwrap_or_default();
+fn installability(ctx: &HostContext, page: &Page, options: Map) -> HostResult<Array> {
+    let mut options = Options::new("page.installability", options);
+    let criteria = options.bool("criteria")?.unwrap_or(false);
+    options.finish()?;
+    let call = Call {
+        detail: json!({ "criteria": criteria }),
+        ..Call::read("installability", None)
+    };
+    let found = on_tab(ctx, page, call, |tab| {
+        Box::pin(tab.installability(criteria))
+    })?;
+    let (errors, source) = found.unwrap_or_default();
+    if source.starts_with("criteria (") {
+        ctx.log(
+            "warn",
+            &format!("browser: Chrome gave no installability verdict, so its documented criteria were checked: {source}"),
+        );
+    }
     Ok(errors
         .iter()
         .map(|error| {

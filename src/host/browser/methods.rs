@@ -163,7 +163,16 @@ fn add_app_readers(module: &mut Module, ctx: &Rc<HostContext>) {
         &["page: Page", "Array"],
         "Chrome's installability errors for the page's web app (CDP Page.getInstallabilityErrors):\n\
          `[]` when the install prompt can appear, else `[#{ id, args }]`.",
-        move |page: &mut Page| installability(&c, page),
+        move |page: &mut Page| installability(&c, page, Map::new()),
+    );
+    let c = ctx.clone();
+    add_method(
+        module,
+        "installability",
+        &["page: Page", "options: Map", "Array"],
+        "Installability errors; `#{ criteria: true }` checks Chrome's documented criteria (manifest\n\
+         members, a 144 px icon, start_url, display, secure context, service worker) instead of asking Chrome.",
+        move |page: &mut Page, options: Map| installability(&c, page, options),
     );
     let c = ctx.clone();
     add_method(

@@ -134,6 +134,13 @@ impl Tab {
         };
         tab.raw("Runtime.enable", json!({})).await?;
         tab.raw("Log.enable", json!({})).await?;
+        // chromiumoxide auto-attaches to the page's workers with `waitForDebuggerOnStart`, which
+        // left a service worker's registration pending for ever: attach without pausing them.
+        tab.raw(
+            "Target.setAutoAttach",
+            json!({ "autoAttach": true, "waitForDebuggerOnStart": false, "flatten": true }),
+        )
+        .await?;
         if let Some(guard) = guard {
             tab.guard_navigations(guard).await?;
         }
@@ -294,12 +301,36 @@ impl Tab {
     }
 
     /// Chrome's installability errors (`Page.getInstallabilityErrors`): empty when installable.
-    pub async fn installability(&self) -> Result<Vec<Value>, String> {
-        let result = self.raw("Page.getInstallabilityErrors", json!({})).await?;
-        Ok(result["installabilityErrors"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default())
+    /// When the browser cannot answer (the method is experimental), or `criteria` asks for it,
+    /// Chrome's documented criteria are checked instead; the text says why (journaled).
+    pub async fn installability(&self, criteria: bool) -> Result<(Vec<Value>, String), String> {
+        if !criteria {
+            match self.raw("Page.getInstallabilityErrors", json!({})).await {
+                Ok(result) => {
+                    let errors = result["installabilityErrors"].as_array().cloned();
+                    return Ok((errors.unwrap_or_default(), "chrome".into()));
+                }
+                Err(why) => {
+                    let (errors, _) = Box::pin(self.installability(true)).await?;
+                    return Ok((errors, format!("criteria ({why})")));
+                }
+            }
+        }
+        let manifest = self.manifest().await?;
+        let facts = self
+            .eval(
+                // A worker the page registers may still be installing: wait up to 2 s for it.
+                "(async () => ({ secure: window.isSecureContext, worker: !!navigator.serviceWorker \
+                 && await Promise.race([navigator.serviceWorker.ready.then(() => true), \
+                 new Promise(done => setTimeout(() => done(false), 2000))]) }))()",
+            )
+            .await?;
+        let errors = super::criteria::check(
+            &manifest,
+            facts["secure"] == Value::Bool(true),
+            facts["worker"] == Value::Bool(true),
+        );
+        Ok((errors, "criteria".into()))
     }
 
     /// `Page.getAppManifest`: the manifest's URL, Chrome's parse errors, and its JSON text.
