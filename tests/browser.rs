@@ -366,12 +366,12 @@ fn step_timeout_while_a_page_loads_exits_1_and_leaves_no_chromium() {
         ..PwaFaults::default()
     });
     let (test, tmp) = isolated(&format!(
-        "step(\"load\", #{{ timeout: \"2s\" }}, || browser::open(\"{}\"));",
+        "step(\"load\", #{{ timeout: \"5s\" }}, || browser::open(\"{}\"));",
         server.url("/app/tasks")
     ));
     let finished = test.status(1);
     assert!(
-        finished.stderr.contains("timed out after 2s"),
+        finished.stderr.contains("timed out after 5s"),
         "{}",
         finished.stderr
     );
