@@ -2,6 +2,8 @@
 //! variables, the module resolver, `print`/`debug` routed through the journal, the progress
 //! callback that enforces the memory cap and cancellation, and every host namespace.
 
+mod checked;
+
 use crate::alloc;
 use crate::cancel::CancelReason;
 use crate::host::{self, HostContext};
@@ -66,6 +68,7 @@ pub fn build(ctx: &Rc<HostContext>, sources: SharedSources) -> Engine {
     // string-building script ~20% slower than plain Rhai (bench P8 strings). This exact
     // overload for integers is found first (the engine's own namespace) and gives the same text.
     engine.register_fn("to_string", |value: rhai::INT| value.to_string());
+    checked::register(&mut engine, memory_cap);
 
     let c = ctx.clone();
     engine.on_print(move |text| {

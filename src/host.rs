@@ -197,9 +197,19 @@ impl HostContext {
         self.record(Body::log(level, message));
     }
 
-    /// Registers a secret for redaction everywhere the host writes.
+    /// Registers a secret for redaction everywhere the host writes. A value too short to
+    /// redact (1-2 characters) is reported, never silently left in the clear.
     pub fn register_secret(&self, value: &str) {
-        self.redactor.register(value);
+        if !self.redactor.register(value) && !value.trim_end_matches(['\n', '\r']).is_empty() {
+            self.log(
+                "warn",
+                &format!(
+                    "a secret of {} character(s) is not redacted: secrets shorter than {} characters cannot be",
+                    value.chars().count(),
+                    crate::redact::MIN_SECRET_LEN
+                ),
+            );
+        }
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -223,6 +233,16 @@ impl HostContext {
         if !self.is_dry_run() {
             return Err(error());
         }
+        self.needed(need, names);
+        Ok(())
+    }
+
+    /// Records what a live run will need (a program not on PATH, say) where the call itself goes
+    /// on: a live run fails at the effect, a dry run lists it in the plan's needs.
+    pub fn needed(&self, need: Need, names: &[String]) {
+        if !self.is_dry_run() {
+            return;
+        }
         self.needs(|needs| {
             let set = match need {
                 Need::Env => &mut needs.env,
@@ -232,7 +252,12 @@ impl HostContext {
             };
             set.extend(names.iter().cloned());
         });
-        Ok(())
+    }
+
+    /// Whether the gate would perform an effect of this subject now (not a dry run, and policy
+    /// allows it): a SQL session opened where it would not is read-only from the start.
+    pub fn would_perform(&self, subject: &Subject<'_>) -> bool {
+        !self.is_dry_run() && self.policy.check(subject).is_ok()
     }
 
     /// The effects so far (planned in a dry run, performed in a live run), in order.
@@ -287,13 +312,13 @@ impl HostContext {
     pub fn perform<T>(
         &self,
         effect: Effect<'_>,
-        planned: impl FnOnce() -> T,
+        planned: impl FnOnce() -> HostResult<T>,
         perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,
     ) -> HostResult<T> {
-        Ok(match self.effect(effect, perform)? {
-            Outcome::Done(value) => value,
+        match self.effect(effect, perform)? {
+            Outcome::Done(value) => Ok(value),
             Outcome::Planned => planned(),
-        })
+        }
     }
 
     /// The gate for a read: journaled and checked against policy, performed in every mode.
@@ -428,6 +453,9 @@ pub fn map_of<const N: usize>(pairs: [(&str, Dynamic); N]) -> rhai::Map {
         .collect()
 }
 
+/// Whether namespace functions carry their doc comments (set by `glow-run defs`).
+pub static WITH_DOCS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Adds a documented function to a namespace module. The doc text becomes `///` comments in
 /// `glow-run defs`; `params` names the parameters (`"program: String"`, last the return type).
 pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
@@ -440,14 +468,18 @@ pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>
     R: std::any::Any + Clone,
     FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + 'static,
 {
-    let comments: Vec<String> = docs
-        .lines()
-        .map(|line| format!("/// {line}").trim_end().to_owned())
-        .collect();
-    let registration = rhai::FuncRegistration::new(name)
+    let mut registration = rhai::FuncRegistration::new(name)
         .in_internal_namespace()
-        .with_params_info(params)
-        .with_comments([comments.join("\n")]);
+        .with_params_info(params);
+    // Doc comments only matter to `glow-run defs`; formatting them for every run cost 8 % of
+    // the start-up.
+    if WITH_DOCS.load(std::sync::atomic::Ordering::Relaxed) {
+        let comments: Vec<String> = docs
+            .lines()
+            .map(|line| format!("/// {line}").trim_end().to_owned())
+            .collect();
+        registration = registration.with_comments([comments.join("\n")]);
+    }
     // Pure (arguments by value) and volatile (never constant-folded: every call is an effect).
     let function = with_call_position(func.into_rhai_function(true, true));
     module.set_fn_raw_with_options(registration, FUNC::param_types(), function);

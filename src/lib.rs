@@ -26,6 +26,7 @@ pub mod plan;
 pub mod policy;
 pub mod prompt_id;
 pub mod redact;
+pub mod regular_file;
 pub mod report;
 pub mod reporter;
 pub mod resolver;

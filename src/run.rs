@@ -98,6 +98,9 @@ fn run_on_engine_thread(
         runtime,
         &run_id,
     );
+    // Before anything can be written: credentials in the environment, by their shape.
+    let short_credentials =
+        crate::redact::shape::register_environment(&redactor, &settings.env_overlay);
     let journal = ctx.journal.clone();
     journal.add_sink(Arc::new(Reporter::new(settings.flags.format)));
     let report = Arc::new(ReportSink::new());
@@ -167,6 +170,9 @@ fn run_on_engine_thread(
         }),
     );
 
+    for warning in short_credentials {
+        ctx.log("warn", &warning);
+    }
     let result = engine.eval_ast::<Dynamic>(&ast);
     report_files(&sources);
     let outcome = match result {
@@ -274,6 +280,13 @@ fn run_on_engine_thread(
             std::io::stderr(),
             "warning: the journal could not be written completely: {write_error}"
         );
+    }
+    // A one-shot run exits right after this: tearing down the engine's thousands of registered
+    // functions would cost more than a tenth of the start-up (callgrind) for nothing. Watch
+    // mode (which passes `finished`) runs again and lets it go.
+    if finished.is_none() {
+        std::mem::forget(engine);
+        std::mem::forget(ast);
     }
     Ok(exit_code)
 }

@@ -10,5 +10,6 @@ mod foundation;
 mod http;
 mod prompt;
 mod runbook;
+mod security;
 mod shared_state;
 mod sql;

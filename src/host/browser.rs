@@ -192,10 +192,8 @@ fn open(ctx: &HostContext, session: &Rc<Session>, url: &str, options: Map) -> Ho
     }
     let host = parsed.host_str().unwrap_or_default().to_owned();
     let executable = session.executable(ctx);
-    if let Err(why) = &executable {
-        ctx.missing(Need::Program, &[NEED.to_owned()], || {
-            host_error(format!("browser::open: {why}"))
-        })?;
+    if executable.is_err() {
+        ctx.needed(Need::Program, &[NEED.to_owned()]);
     }
     let effect = Effect {
         namespace: "browser",

@@ -38,11 +38,15 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         &mut module,
         "read",
         &["path: String", "String"],
-        "The text of a file (UTF-8); an error naming the path when it cannot be read.",
+        "The text of a file (UTF-8, a regular file of at most 64 MiB); an error naming the path when it cannot be read.",
         move |path: &str| -> HostResult<String> {
             read_effect(&c, "read", path, || {
-                std::fs::read_to_string(path)
-                    .map_err(|e| host_error(format!("fs::read: cannot read '{path}': {e}")))
+                // Only a regular file, bounded: `/dev/zero` or a FIFO must not hang or fill memory.
+                crate::regular_file::read_to_string(
+                    std::path::Path::new(path),
+                    crate::regular_file::READ_CAP,
+                )
+                .map_err(|e| host_error(format!("fs::read: cannot read '{path}': {e}")))
             })
         },
     );
