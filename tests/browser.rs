@@ -377,6 +377,29 @@ fn step_timeout_while_a_page_loads_exits_1_and_leaves_no_chromium() {
     );
     assert_eq!(server.requests_to("/app/tasks").len(), 1);
     assert_eq!(survivors(&profile_needle(&tmp), Duration::from_secs(5)), []);
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "profile left in {}",
+        tmp.display()
+    );
+}
+
+#[test]
+fn a_run_that_ends_normally_removes_its_browser_and_profile() {
+    let server = pwa::start(PwaFaults::default());
+    let (test, tmp) = isolated(&format!(
+        "let page = browser::open(\"{}\");\ncheck(page.status() == 200, \"status\");",
+        server.url("/app/tasks")
+    ));
+    let _kept = test.status(0);
+    assert_eq!(survivors(&profile_needle(&tmp), Duration::from_secs(5)), []);
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left in {}: {left:?}", tmp.display());
 }
 
 #[test]

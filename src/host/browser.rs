@@ -60,6 +60,21 @@ impl Session {
     }
 }
 
+thread_local! {
+    /// The sessions of the run on this engine thread, so that the run can end its browser
+    /// explicitly: a one-shot run never drops its engine (and the closures holding the session).
+    static SESSIONS: RefCell<Vec<std::rc::Weak<Session>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Ends the browser of the run on this thread (killed, profile removed). `run.rs` calls it
+/// when the script is over.
+pub fn end_of_run() {
+    let sessions = SESSIONS.with(|sessions| std::mem::take(&mut *sessions.borrow_mut()));
+    for session in sessions.iter().filter_map(std::rc::Weak::upgrade) {
+        session.shutdown();
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         self.shutdown();
@@ -523,6 +538,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     });
     engine.register_get("planned", |page: &mut Page| page.inner.planned);
     let session = Rc::new(Session::default());
+    SESSIONS.with(|sessions| sessions.borrow_mut().push(Rc::downgrade(&session)));
     let mut module = Module::new();
     let docs_open = "Opens `url` in the run's headless Chromium (started on first use) and returns a Page once it\n\
                      has loaded. A read: it runs in a dry run. `[http] allow_hosts` applies to it and to every\n\
