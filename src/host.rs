@@ -7,6 +7,7 @@
 //! journals the effect and its outcome either way. No primitive has a dry-run branch of its own.
 
 pub mod artifact;
+pub mod browser;
 pub mod env;
 pub mod exec;
 pub mod fs;
@@ -444,6 +445,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     sql::register(engine, ctx);
     artifact::register(engine, ctx);
     prompt::register(engine, ctx);
+    browser::register(engine, ctx);
 }
 
 /// Builds a Rhai map from pairs.

@@ -291,6 +291,7 @@ fn run_on_engine_thread(
             "warning: the journal could not be written completely: {write_error}"
         );
     }
+    crate::host::browser::end_of_run();
     // A one-shot run exits right after this: tearing down the engine's thousands of registered
     // functions would cost more than a tenth of the start-up (callgrind) for nothing. Watch
     // mode (which passes `finished`) runs again and lets it go.

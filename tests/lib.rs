@@ -4,6 +4,7 @@ mod support;
 
 mod architecture;
 mod authoring;
+mod browser;
 mod crash;
 mod evidence;
 mod foundation;

@@ -43,8 +43,34 @@ struct Artifacts {
     store: RefCell<Option<Store>>,
 }
 
+thread_local! {
+    /// The store of the run on this engine thread (each run has its own engine thread), so that
+    /// other namespaces keeping evidence (browser screenshots) write through the same store and
+    /// manifest as `artifact::*`.
+    static SHARED: RefCell<Option<(String, Rc<Artifacts>)>> = const { RefCell::new(None) };
+}
+
+fn shared_state(ctx: &HostContext) -> Rc<Artifacts> {
+    SHARED.with(|shared| {
+        let mut shared = shared.borrow_mut();
+        match &*shared {
+            Some((run_id, state)) if *run_id == ctx.run_id => state.clone(),
+            _ => {
+                let state = Rc::new(Artifacts::default());
+                *shared = Some((ctx.run_id.clone(), state.clone()));
+                state
+            }
+        }
+    })
+}
+
+/// Stores bytes as artifact `name` (what `artifact::write` does with a blob), for host code.
+pub fn write_blob(ctx: &HostContext, name: &str, bytes: Vec<u8>) -> HostResult<Map> {
+    write(ctx, &shared_state(ctx), name, &Dynamic::from_blob(bytes))
+}
+
 pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
-    let state = Rc::new(Artifacts::default());
+    let state = shared_state(ctx);
     let mut module = Module::new();
 
     let (c, s) = (ctx.clone(), state.clone());

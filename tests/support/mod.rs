@@ -5,6 +5,7 @@
 
 pub mod http_server;
 pub mod postgres;
+pub mod pwa;
 pub mod staging;
 pub mod tools;
 

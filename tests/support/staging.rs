@@ -7,11 +7,15 @@
 //! k6 summaries), and a copy of examples/prisma-glow as the application workspace (a git
 //! checkout with a clean status).
 //!
+//! The deployed front end (`STAGING_URL` = the server's `/app`) is the small PWA of
+//! tests/support/pwa.rs, its uploads going to `POST /v1/storage/upload`.
+//!
 //! Fault switches (`Faults`): a release-controls gate unsatisfied, readiness 503 a few times,
-//! storage direct GET allowed by mistake, stale cache metrics.
+//! storage direct GET allowed by mistake, stale cache metrics, and the PWA's own (`pwa`).
 
 use super::http_server::{HttpServer, Reply, Request};
 use super::postgres::{self, Database};
+use super::pwa::{self, PwaFaults};
 use super::tools;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,8 @@ pub struct Faults {
     pub storage_direct_allowed: bool,
     /// The web fetch cache holds an entry older than the 14-day retention.
     pub stale_cache: bool,
+    /// Faults of the front end.
+    pub pwa: PwaFaults,
 }
 
 pub struct Staging {
@@ -227,6 +233,7 @@ impl Staging {
                 Reply::status(403)
             }],
         );
+        pwa::mount(server, "/app", faults.pwa, "/v1/storage/upload");
         server.handle(
             "/v1/debug/sentry-test",
             guarded(serde_json::json!({ "eventId": "evt-1" })),
