@@ -71,6 +71,9 @@ pub struct HostContext {
     pub rollbacks: RefCell<Vec<Rollback>>,
     /// The innermost step that failed, for the error message.
     pub failed_step: RefCell<Option<String>>,
+    /// The span id of the effect being performed (16 hex digits): journaled as its `span_id`,
+    /// sent by http as the parent id in `traceparent`, so the trace and the API's spans meet.
+    pub effect_span_id: RefCell<String>,
 }
 
 /// What an effect is, for policy, the plan and the journal.
@@ -117,6 +120,7 @@ impl HostContext {
             selected_step_seen: RefCell::new(false),
             rollbacks: RefCell::new(Vec::new()),
             failed_step: RefCell::new(None),
+            effect_span_id: RefCell::new(String::new()),
         })
     }
 
@@ -271,6 +275,9 @@ impl HostContext {
             return Ok(Outcome::Planned);
         }
 
+        let span_id = format!("{:016x}", rand::random::<u64>() | 1);
+        event.insert("span_id".into(), json!(span_id));
+        *self.effect_span_id.borrow_mut() = span_id;
         let started = Instant::now();
         let result = perform(&mut event);
         event.insert(

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod journal;
 pub mod lint;
 pub mod options;
+pub mod otlp;
 pub mod plan;
 pub mod policy;
 pub mod redact;

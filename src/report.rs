@@ -153,6 +153,9 @@ pub fn render(events: &[Value]) -> String {
     if let Some(trace) = &run.trace_id {
         let _ = writeln!(out, "| Trace id | `{trace}` |");
     }
+    if let Some(trace) = crate::otlp::report_line(events) {
+        let _ = writeln!(out, "| Trace export | {} |", cell(&trace));
+    }
     if let Some(resumes) = &run.resumes {
         let _ = writeln!(out, "| Resumes | run {resumes} |");
     }

@@ -209,6 +209,12 @@ fn run_on_engine_thread(
     );
     let journal = ctx.journal.clone();
     journal.add_sink(Arc::new(Reporter::new(settings.flags.format)));
+    let otlp_config = crate::otlp::Config::resolve(settings.flags.otlp.as_deref(), &|name| {
+        (settings.env_overlay.get(name).cloned()).or_else(|| std::env::var(name).ok())
+    })?;
+    for (_, value) in otlp_config.iter().flat_map(|c| &c.headers) {
+        redactor.register(value);
+    }
     let sources: SharedSources = Rc::new(RefCell::new(Sources::default()));
     sources
         .borrow_mut()
@@ -260,6 +266,16 @@ fn run_on_engine_thread(
         journal.add_sink(shared);
     }
 
+    let otlp = otlp_config.map(|config| {
+        let sink = Arc::new(crate::otlp::OtlpSink::start(
+            config,
+            &ctx.trace_id,
+            &run_id,
+            ctx.runtime.clone(),
+        ));
+        journal.add_sink(sink.clone());
+        sink
+    });
     let started = Instant::now();
     journal.emit(
         "run_start",
@@ -273,6 +289,7 @@ fn run_on_engine_thread(
             "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
             "resumes": settings.resume.as_ref().map(|r| r.run_id.clone()),
             "journal": journal_file.path().map(|p| p.display().to_string()),
+            "otlp": otlp.as_ref().map(|sink| sink.describe()),
         }),
     );
 
@@ -336,6 +353,19 @@ fn run_on_engine_thread(
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let error_message = outcome.as_ref().err().map(|e| e.render());
+    let first_line = error_message.as_deref().map(|e| {
+        e.lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_owned()
+    });
+    let trace_export = otlp
+        .as_ref()
+        .map(|sink| sink.finish_run(outcome_name, first_line.as_deref()));
+    if let Some(warning) = trace_export.as_ref().and_then(|s| s.warning()) {
+        ctx.log("warn", &warning);
+    }
     journal.emit(
         "run_end",
         None,
@@ -343,8 +373,10 @@ fn run_on_engine_thread(
             "outcome": outcome_name,
             "exit_code": exit_code,
             "duration_ms": duration_ms,
-            "error": error_message.as_deref().map(|e| e.lines().next().unwrap_or("").trim_start_matches("error: ").to_owned()),
+            "error": first_line,
+            "failure": outcome.as_ref().err().and_then(failure_fields),
             "trace_id": ctx.trace_id,
+            "otlp": trace_export.map(|summary| summary.to_json()),
         }),
     );
     journal.finish();
@@ -369,6 +401,25 @@ fn run_on_engine_thread(
         );
     }
     Ok(exit_code)
+}
+
+/// Where a script failed, for CI annotations (`::error file=...,line=...`): the whole message
+/// and its location.
+fn failure_fields(error: &Error) -> Option<serde_json::Value> {
+    match error {
+        Error::Script {
+            message,
+            location: Some(location),
+            step,
+        } => Some(json!({
+            "message": message,
+            "file": location.file,
+            "line": location.line,
+            "column": location.column,
+            "step": step,
+        })),
+        _ => None,
+    }
 }
 
 fn show_value(value: &Dynamic) -> String {
