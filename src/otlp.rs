@@ -202,8 +202,7 @@ async fn export_loop(config: Config, mut receiver: mpsc::Receiver<SpanData>) -> 
         let wanted = BATCH - batch.len();
         // A long run sends what it has every few seconds, so its trace fills in as it goes.
         let (open, due) =
-            match tokio::time::timeout(FLUSH_EVERY, receiver.recv_many(&mut batch, wanted)).await
-            {
+            match tokio::time::timeout(FLUSH_EVERY, receiver.recv_many(&mut batch, wanted)).await {
                 Ok(received) => (received > 0, false),
                 Err(_) => (true, true),
             };

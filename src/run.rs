@@ -360,9 +360,11 @@ fn run_on_engine_thread(
             .trim_start_matches("error: ")
             .to_owned()
     });
+    // Redacted here: the root span is built from this, not from a (redacted) event.
+    let root_error = first_line.as_deref().map(|e| ctx.redact(e));
     let trace_export = otlp
         .as_ref()
-        .map(|sink| sink.finish_run(outcome_name, first_line.as_deref()));
+        .map(|sink| sink.finish_run(outcome_name, root_error.as_deref()));
     if let Some(warning) = trace_export.as_ref().and_then(|s| s.warning()) {
         ctx.log("warn", &warning);
     }

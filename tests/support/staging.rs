@@ -202,6 +202,11 @@ impl Staging {
                 "autonomy": { "state": "satisfied" }, "mfa": { "state": mfa },
                 "telemetry": { "open": 1, "maxOpen": 3 } } })),
         );
+        server.route_method(
+            "POST",
+            "/v1/traces",
+            [Reply::status(200).header("content-type", "application/x-protobuf")],
+        );
         server.route(
             "/health",
             [Reply::json(200, serde_json::json!({ "ok": true }))],
@@ -328,7 +333,8 @@ impl Staging {
             .args(extra)
             .env("PATH", tools::path_with(&self.tools))
             .env("SUPABASE_URL", "https://staging-ref.supabase.co")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example.com")
+            // Staging's collector: the API server answers OTLP/HTTP at /v1/traces.
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &api)
             .env("SENTRY_DSN", "https://public@sentry.example.com/1")
             .env("API_ALLOWED_ORIGINS", "https://app.example.com")
             .env("API_BASE_URL", &api)
