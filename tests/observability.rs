@@ -383,9 +383,7 @@ fn github_actions_groups_annotations_and_escaping() {
     let close_build = at("::endgroup::");
     assert!(open_build < output && output < close_build);
     assert!(
-        lines
-            .iter()
-            .any(|l| *l == "::warning title=build::cache 90%25 full, 2 entries: a,b")
+        lines.contains(&"::warning title=build::cache 90%25 full, 2 entries: a,b")
     );
     assert!(lines.contains(&"::group::check: db"));
     let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("::error")).collect();
@@ -569,4 +567,35 @@ fn status_line_never_appears_when_stderr_is_a_pipe_or_in_ci() {
             "a status line (ci={ci}, pipe={stderr_to_pipe}):\n{text:?}"
         );
     }
+}
+
+#[test]
+fn status_line_is_cleared_before_a_prompt() {
+    let test = Test::new().script(
+        r#"
+        step("gate", || {
+            exec::run("sh", ["-c", "echo warming; sleep 1.5"]);
+            let ok = prompt::confirm("Ship the release now?");
+            print(`answer=${ok}`);
+        });
+        "#,
+    );
+    let mut session =
+        expectrl::Session::spawn(terminal_command(&test)).expect("spawn glow-run under a pty");
+    session.set_expect_timeout(Some(Duration::from_secs(30)));
+    let before = session
+        .expect("Ship the release now?")
+        .expect("the question on the terminal");
+    let before = without_colour(&String::from_utf8_lossy(before.before()));
+    let drawn = status_lines(&before, "gate");
+    assert!(!drawn.is_empty(), "no status line while the step ran:\n{before:?}");
+    let last = *drawn.last().unwrap();
+    assert!(
+        before[last..].contains("\x1b[2K"),
+        "the status line was not cleared before the question: {before:?}"
+    );
+    session.send("y").unwrap();
+    let rest = session.expect(expectrl::Eof).expect("glow-run finishes");
+    let rest = without_colour(&String::from_utf8_lossy(rest.as_bytes()));
+    assert!(rest.contains("answer=true"), "{rest}");
 }

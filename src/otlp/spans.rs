@@ -68,8 +68,7 @@ impl SpanBuilder {
 
     fn span(
         &self,
-        id: SpanId,
-        parent: SpanId,
+        (id, parent): (SpanId, SpanId),
         kind: SpanKind,
         name: String,
         (start, end): (SystemTime, SystemTime),
@@ -151,8 +150,7 @@ impl SpanBuilder {
             _ => Status::Unset,
         };
         self.span(
-            id,
-            self.parent(),
+            (id, self.parent()),
             SpanKind::Internal,
             name,
             (start, now),
@@ -224,8 +222,7 @@ impl SpanBuilder {
             _ => Status::Unset,
         };
         self.span(
-            id,
-            self.parent(),
+            (id, self.parent()),
             kind,
             name,
             (start, now),
@@ -247,8 +244,7 @@ impl SpanBuilder {
             _ => Status::Unset,
         };
         self.span(
-            self.root_id,
-            SpanId::INVALID,
+            (self.root_id, SpanId::INVALID),
             SpanKind::Server,
             format!("RUN {}", self.script),
             (self.run_start, SystemTime::now()),
