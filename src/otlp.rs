@@ -21,9 +21,9 @@ use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
 use serde_json::{Value, json};
 use spans::SpanBuilder;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// Spans waiting to be sent; beyond this they are dropped (and counted).
 const QUEUE_CAP: usize = 4096;
@@ -55,9 +55,14 @@ impl Summary {
     /// The one warning a failed or partial export gives, if any.
     pub fn warning(&self) -> Option<String> {
         match (&self.error, self.dropped) {
-            (Some(error), _) => Some(format!(
-                "the trace could not be exported to {}: {error} (the run itself is unaffected)",
-                self.endpoint
+            (Some(error), dropped) => Some(format!(
+                "the trace could not be exported to {}: {error}{} (the run itself is unaffected)",
+                self.endpoint,
+                if dropped > 0 {
+                    format!("; {dropped} span(s) dropped from the full queue")
+                } else {
+                    String::new()
+                }
             )),
             (None, 0) => None,
             (None, dropped) => Some(format!(
@@ -71,11 +76,43 @@ impl Summary {
 /// The result of the export task: spans sent, and the first error.
 type Sent = (u64, Option<String>);
 
+/// Spans waiting for the export task. The task is woken only when a batch is full (or the run
+/// ends), not per span: a wake-up per effect would cost a thread switch on the run's path.
+#[derive(Default)]
+struct Queue {
+    spans: Mutex<Vec<SpanData>>,
+    full: Notify,
+    closed: AtomicBool,
+    dropped: AtomicU64,
+}
+
+impl Queue {
+    fn push(&self, span: SpanData) {
+        let mut spans = self.spans.lock().unwrap_or_else(|e| e.into_inner());
+        if spans.len() >= QUEUE_CAP || self.closed.load(Ordering::Acquire) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        spans.push(span);
+        if spans.len() == BATCH {
+            self.full.notify_one();
+        }
+    }
+
+    fn take(&self) -> Vec<SpanData> {
+        std::mem::take(&mut *self.spans.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.full.notify_one();
+    }
+}
+
 pub struct OtlpSink {
     config: Config,
     builder: Mutex<SpanBuilder>,
-    queue: Mutex<Option<mpsc::Sender<SpanData>>>,
-    dropped: AtomicU64,
+    queue: Arc<Queue>,
     task: Mutex<Option<tokio::task::JoinHandle<Sent>>>,
     runtime: tokio::runtime::Handle,
 }
@@ -88,13 +125,12 @@ impl OtlpSink {
         run_id: &str,
         runtime: tokio::runtime::Handle,
     ) -> Self {
-        let (sender, receiver) = mpsc::channel(QUEUE_CAP);
-        let task = runtime.spawn(export_loop(config.clone(), receiver));
+        let queue = Arc::new(Queue::default());
+        let task = runtime.spawn(export_loop(config.clone(), queue.clone()));
         Self {
             config,
             builder: Mutex::new(SpanBuilder::new(trace_id, run_id)),
-            queue: Mutex::new(Some(sender)),
-            dropped: AtomicU64::new(0),
+            queue,
             task: Mutex::new(Some(task)),
             runtime,
         }
@@ -105,14 +141,6 @@ impl OtlpSink {
         json!({ "endpoint": self.config.endpoint, "service": self.config.service_name })
     }
 
-    fn enqueue(&self, span: SpanData) {
-        let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = queue.as_ref().is_some_and(|q| q.try_send(span).is_ok());
-        if !sent {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     /// Adds the root span, sends what is left and waits (at most the timeout) for the collector.
     /// Call on a thread that is not one of the runtime's (the engine thread).
     pub fn finish_run(&self, outcome: &str, error: Option<&str>) -> Summary {
@@ -121,9 +149,9 @@ impl OtlpSink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .root(outcome, error);
-        self.enqueue(root);
+        self.queue.push(root);
         // Closing the queue tells the task to send the rest and stop.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.queue.close();
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         let timeout = self.config.timeout;
         let (exported, error) = match task {
@@ -145,7 +173,7 @@ impl OtlpSink {
         Summary {
             endpoint: self.config.endpoint.clone(),
             exported,
-            dropped: self.dropped.load(Ordering::Relaxed),
+            dropped: self.queue.dropped.load(Ordering::Relaxed),
             error,
         }
     }
@@ -159,7 +187,7 @@ impl Sink for OtlpSink {
             .unwrap_or_else(|e| e.into_inner())
             .event(event);
         if let Some(span) = span {
-            self.enqueue(span);
+            self.queue.push(span);
         }
     }
 }
@@ -167,9 +195,14 @@ impl Sink for OtlpSink {
 fn exporter(config: &Config) -> Result<opentelemetry_otlp::SpanExporter, String> {
     // rustls needs its process-wide provider (ring, as everywhere in glow-run).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .user_agent(concat!("glow-run/", env!("CARGO_PKG_VERSION")))
-        .timeout(config.timeout)
+        .timeout(config.timeout);
+    if config.endpoint.starts_with("http://") {
+        // No TLS to a plain-HTTP collector: skip loading the system's CA store (milliseconds).
+        client = client.tls_certs_only([]);
+    }
+    let client = client
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -191,30 +224,27 @@ fn exporter(config: &Config) -> Result<opentelemetry_otlp::SpanExporter, String>
 
 /// Sends spans in batches until the queue closes. After a failure it stops sending (an
 /// unreachable collector would only make every batch wait) and reports the first error.
-async fn export_loop(config: Config, mut receiver: mpsc::Receiver<SpanData>) -> Sent {
+async fn export_loop(config: Config, queue: Arc<Queue>) -> Sent {
     let exporter = match exporter(&config) {
         Ok(exporter) => exporter,
         Err(error) => return (0, Some(error)),
     };
     let mut sent = 0_u64;
-    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let wanted = BATCH - batch.len();
         // A long run sends what it has every few seconds, so its trace fills in as it goes.
-        let (open, due) =
-            match tokio::time::timeout(FLUSH_EVERY, receiver.recv_many(&mut batch, wanted)).await {
-                Ok(received) => (received > 0, false),
-                Err(_) => (true, true),
-            };
-        if batch.len() >= BATCH || ((due || !open) && !batch.is_empty()) {
-            let spans = std::mem::take(&mut batch);
+        let _ = tokio::time::timeout(FLUSH_EVERY, queue.full.notified()).await;
+        let closed = queue.closed.load(Ordering::Acquire);
+        let mut spans = queue.take();
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(BATCH));
             let count = spans.len() as u64;
             if let Err(error) = exporter.export(spans).await {
                 return (sent, Some(error.to_string()));
             }
             sent += count;
+            spans = rest;
         }
-        if !open {
+        if closed {
             return (sent, None);
         }
     }

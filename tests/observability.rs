@@ -277,6 +277,54 @@ fn otlp_unreachable_collector_is_one_warning_and_exit_0() {
 }
 
 #[test]
+fn otlp_queue_is_bounded_and_its_overflow_reported_once() {
+    // The collector never answers: the first batch stays in flight, the queue fills up.
+    let otel = HttpServer::start();
+    otel.route_method("POST", "/v1/traces", [Reply::hang()]);
+    let test = Test::new()
+        .script(r#"for i in 0..6000 { step("s", || {}); }"#)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &otel.url(""))
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "1000");
+    // 12 000 step lines: more than a pipe holds while nobody reads it, so stderr goes to a file.
+    let log = test.path().join("stderr.txt");
+    let mut command = test.command();
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let output = wait_with_timeout(command.spawn().unwrap(), Duration::from_secs(60));
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let out = Finished {
+        status: 0,
+        stdout: String::new(),
+        stderr,
+        dir: test.path().to_owned(),
+        keep: None,
+    };
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warn:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("dropped from the full queue"),
+        "{}",
+        warnings[0]
+    );
+    let journal = out.journal();
+    let otlp = &run_event(&journal, "run_end")["otlp"];
+    let dropped = otlp["dropped"].as_u64().unwrap();
+    // 6001 spans (steps and the run), at most 4096 waiting and a few batches of 512 taken.
+    assert!(
+        (6001 - 4096 - 3 * 512..=6001 - 4096).contains(&dropped),
+        "{otlp}"
+    );
+    assert_eq!(otlp["exported"], false);
+}
+
+#[test]
 fn otlp_bad_endpoint_is_a_usage_error() {
     let out = Test::new()
         .script("1")
@@ -382,9 +430,7 @@ fn github_actions_groups_annotations_and_escaping() {
         .unwrap();
     let close_build = at("::endgroup::");
     assert!(open_build < output && output < close_build);
-    assert!(
-        lines.contains(&"::warning title=build::cache 90%25 full, 2 entries: a,b")
-    );
+    assert!(lines.contains(&"::warning title=build::cache 90%25 full, 2 entries: a,b"));
     assert!(lines.contains(&"::group::check: db"));
     let errors: Vec<&&str> = lines.iter().filter(|l| l.starts_with("::error")).collect();
     assert_eq!(errors.len(), 1, "{}", out.stderr);
@@ -588,7 +634,10 @@ fn status_line_is_cleared_before_a_prompt() {
         .expect("the question on the terminal");
     let before = without_colour(&String::from_utf8_lossy(before.before()));
     let drawn = status_lines(&before, "gate");
-    assert!(!drawn.is_empty(), "no status line while the step ran:\n{before:?}");
+    assert!(
+        !drawn.is_empty(),
+        "no status line while the step ran:\n{before:?}"
+    );
     let last = *drawn.last().unwrap();
     assert!(
         before[last..].contains("\x1b[2K"),
