@@ -16,6 +16,7 @@ mod spans;
 
 pub use config::Config;
 
+use crate::event::{Event, RunEnd};
 use crate::journal::Sink;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter as _};
@@ -180,7 +181,7 @@ impl OtlpSink {
 }
 
 impl Sink for OtlpSink {
-    fn event(&self, event: &Value) {
+    fn event(&self, event: &Event, _line: &str) {
         let span = self
             .builder
             .lock()
@@ -250,13 +251,11 @@ async fn export_loop(config: Config, queue: Arc<Queue>) -> Sent {
     }
 }
 
-/// The report's line about the trace, from `run_start` and `run_end`.
-pub fn report_line(events: &[Value]) -> Option<String> {
-    let end = events.iter().rev().find(|e| e["kind"] == "run_end")?;
-    let otlp = &end["otlp"];
-    if otlp.is_null() {
+/// The report's line about the trace, from `run_end`.
+pub fn report_line(end: &RunEnd) -> Option<String> {
+    let Some(otlp) = end.extra.get("otlp") else {
         return Some("not exported (no OTLP endpoint configured)".into());
-    }
+    };
     let endpoint = otlp["endpoint"].as_str().unwrap_or("");
     Some(match otlp["error"].as_str() {
         Some(error) => format!("export to `{endpoint}` failed: {error}"),

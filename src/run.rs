@@ -1,149 +1,32 @@
-//! A run's life: parse the command line, load settings, compile, run the script on its own
-//! engine thread with a tokio runtime for I/O, run compensations when a step fails, print the
-//! plan and summary, and map the outcome to an exit code. Errors are rendered here, once,
-//! through the run's redactor.
+//! A run's life: compile, run the script on its own engine thread with a tokio runtime for
+//! I/O, run compensations when a step fails, journal the plan and the end, print the summary,
+//! and map the outcome to an exit code.
 
-use crate::arguments::{Arguments, Command};
-use crate::cancel::{Cancel, CancelReason};
+use crate::cancel::Cancel;
 use crate::config::{Mode, RunSettings};
-use crate::engine::{self, MEMORY_TOKEN};
-use crate::error::{EXIT_INTERRUPTED, EXIT_OK, Error};
-use crate::host::{HostContext, error_text};
+use crate::diagnostic;
+use crate::error::{EXIT_OK, Error};
+use crate::event::{Body, Extra, Output, PlanEvent, RunEnd, RunStart};
+use crate::host::HostContext;
 use crate::journal::Journal;
 use crate::redact::Redactor;
+use crate::report::ReportSink;
 use crate::reporter::{Reporter, format_ms};
-use crate::resolver::{STDLIB_PREFIX, SharedSources, Sources};
-use crate::span::Location;
-use clap::Parser;
-use rhai::{Dynamic, EvalAltResult, Position};
-use serde_json::json;
-use std::cell::RefCell;
-use std::ffi::OsString;
+use crate::resolver::SharedSources;
+use crate::session::{self, Session};
+use rhai::Dynamic;
 use std::io::Write;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Stack size of the engine thread: deep but bounded script recursion needs room.
 const ENGINE_STACK: usize = 64 * 1024 * 1024;
 
-/// The entry point of the binary: returns the process exit code.
-pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
-    init_tracing();
-    let arguments = match Arguments::try_parse_from(args) {
-        Ok(arguments) => arguments,
-        Err(error) => {
-            let code = if error.use_stderr() {
-                crate::error::EXIT_USAGE
-            } else {
-                EXIT_OK
-            };
-            let _ = error.print();
-            return code;
-        }
-    };
-    let redactor = Arc::new(Redactor::new());
-    match dispatch(arguments, &redactor) {
-        Ok(code) => code,
-        Err(error) => {
-            let text = error.render();
-            let _ = std::io::stderr().write_all(redactor.redact(&text).as_bytes());
-            error.code()
-        }
-    }
-}
-
-fn init_tracing() {
-    if let Ok(filter) = std::env::var("GLOW_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
-}
-
-fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error> {
-    match arguments.command {
-        Some(Command::Check { scripts, stdlib }) => crate::commands::check(&scripts, stdlib),
-        Some(Command::Runs { limit }) => crate::commands::runs(&arguments.global, limit),
-        Some(Command::Show { run_id }) => crate::commands::show(&arguments.global, &run_id),
-        Some(Command::Resume { run_id, force, run }) => {
-            crate::commands::resume(&arguments.global, &run_id, force, run, redactor)
-        }
-        Some(Command::Bundle { run_id, output }) => {
-            crate::commands::bundle(&arguments.global, &run_id, &output)
-        }
-        Some(Command::Verify { path }) => crate::commands::verify(&path),
-        Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
-        None => {
-            let settings = RunSettings::load(
-                arguments.script.as_deref(),
-                arguments.eval.as_deref(),
-                arguments.run.clone(),
-                &arguments.global,
-            )?;
-            if settings.flags.watch {
-                return crate::watcher::watch(settings);
-            }
-            execute(settings, redactor)
-        }
-    }
-}
-
-/// The tokio runtime that serves a run's I/O. Two workers: the engine thread blocks on it, and
-/// child output, timers and signals progress meanwhile.
-pub fn new_runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("glow-io")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::host("starting the I/O runtime", e))
-}
-
-/// Cancels the run on Ctrl-C or SIGTERM; a second Ctrl-C exits at once.
-pub fn watch_signals(
-    runtime: &tokio::runtime::Runtime,
-    cancel: Arc<Cancel>,
-) -> tokio::task::JoinHandle<()> {
-    on_interrupt(runtime, move || {
-        cancel.cancel_run(CancelReason::Interrupted)
-    })
-}
-
-/// Calls `on_first` at the first Ctrl-C or SIGTERM; a second one exits the process at once
-/// (exit 130), for the person whose run does not stop fast enough.
-pub fn on_interrupt(
-    runtime: &tokio::runtime::Runtime,
-    on_first: impl FnOnce() + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    runtime.spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut interrupt), Ok(mut terminate)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        on_first();
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        let _ = std::io::stderr().write_all(b"error: interrupted twice; exiting now\n");
-        std::process::exit(EXIT_INTERRUPTED);
-    })
-}
-
 /// Runs one script to the end and returns its exit code.
 pub fn execute(settings: RunSettings, redactor: &Arc<Redactor>) -> Result<i32, Error> {
-    let runtime = new_runtime()?;
+    let runtime = session::new_runtime()?;
     let cancel = Arc::new(Cancel::new());
-    let signals = watch_signals(&runtime, cancel.clone());
+    let signals = session::watch_signals(&runtime, cancel.clone());
     let code = execute_with(
         Arc::new(settings),
         redactor.clone(),
@@ -200,31 +83,34 @@ fn run_on_engine_thread(
     finished: Option<Arc<Mutex<Finished>>>,
 ) -> Result<i32, Error> {
     let run_id = new_run_id();
-    let ctx = HostContext::new(
+    let run_dir = settings.state_dir.join("runs").join(&run_id);
+    // Started before the engine is built and the script compiled, so that opening the run
+    // index overlaps them instead of adding to the start-up.
+    let index = crate::state::start(&settings, Some(run_dir.join("journal.jsonl")))?;
+    let Session {
+        ctx,
+        engine,
+        sources,
+    } = session::build(
         settings.clone(),
         redactor.clone(),
         cancel.clone(),
         runtime,
         &run_id,
     );
+    // Before anything can be written: credentials in the environment, by their shape.
+    let short_credentials =
+        crate::redact::shape::register_environment(&redactor, &settings.env_overlay);
     let journal = ctx.journal.clone();
     journal.add_sink(Arc::new(Reporter::new(settings.flags.format)));
+    let report = Arc::new(ReportSink::new());
+    journal.add_sink(report.clone());
     let otlp_config = crate::otlp::Config::resolve(settings.flags.otlp.as_deref(), &|name| {
         (settings.env_overlay.get(name).cloned()).or_else(|| std::env::var(name).ok())
     })?;
     for (_, value) in otlp_config.iter().flat_map(|c| &c.headers) {
         redactor.register(value);
     }
-    let sources: SharedSources = Rc::new(RefCell::new(Sources::default()));
-    sources
-        .borrow_mut()
-        .texts
-        .insert(settings.source_name.clone(), settings.text.clone());
-    let run_dir = settings.state_dir.join("runs").join(&run_id);
-    // Started before the engine is built and the script compiled, so that opening the run
-    // index overlaps them instead of adding to the start-up.
-    let index = crate::state::start(&settings, Some(run_dir.join("journal.jsonl")))?;
-    let engine = engine::build(&ctx, sources.clone());
 
     let report_files = |sources: &SharedSources| {
         if let Some(finished) = &finished {
@@ -237,7 +123,13 @@ fn run_on_engine_thread(
     report_files(&sources);
     let mut ast = match compiled {
         Ok(ast) => ast,
-        Err(error) => return Err(compile_error(&error, &settings.source_name, &sources)),
+        Err(error) => {
+            return Err(diagnostic::compile_error(
+                &error,
+                &settings.source_name,
+                &sources,
+            ));
+        }
     };
     ast.set_source(settings.source_name.as_str());
 
@@ -277,35 +169,49 @@ fn run_on_engine_thread(
         sink
     });
     let started = Instant::now();
-    journal.emit(
-        "run_start",
+    let mut start_extra = Extra::new();
+    if let Some(sink) = &otlp {
+        start_extra.insert("otlp".into(), sink.describe());
+    }
+    journal.record(
         None,
-        json!({
-            "script": settings.source_name,
-            "sha256": settings.sha256,
-            "mode": settings.mode.as_str(),
-            "vars": settings.vars,
-            "trace_id": ctx.trace_id,
-            "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
-            "resumes": settings.resume.as_ref().map(|r| r.run_id.clone()),
-            "journal": journal_file.path().map(|p| p.display().to_string()),
-            "otlp": otlp.as_ref().map(|sink| sink.describe()),
+        Body::RunStart(RunStart {
+            script: settings.source_name.clone(),
+            sha256: settings.sha256.clone(),
+            mode: settings.mode.as_str().to_owned(),
+            vars: settings.vars.clone().into_iter().collect(),
+            trace_id: ctx.trace_id.clone(),
+            cwd: std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            resumes: settings.resume.as_ref().map(|r| r.run_id.clone()),
+            journal: journal_file.path().map(|p| p.display().to_string()),
+            extra: start_extra,
         }),
     );
 
+    for warning in short_credentials {
+        ctx.log("warn", &warning);
+    }
     let result = engine.eval_ast::<Dynamic>(&ast);
     report_files(&sources);
     let outcome = match result {
         Ok(value) => {
             if settings.script_path.is_none() && !value.is_unit() {
-                ctx.emit(
-                    "output",
-                    json!({ "stream": "script", "line": show_value(&value) }),
-                );
+                ctx.record(Body::Output(Output {
+                    stream: "script".into(),
+                    line: show_value(&value),
+                    ..Output::default()
+                }));
             }
             Ok(())
         }
-        Err(error) => Err(runtime_error(&ctx, &error, &settings.source_name, &sources)),
+        Err(error) => Err(diagnostic::runtime_error(
+            &ctx,
+            &error,
+            &settings.source_name,
+            &sources,
+        )),
     };
     // `--only deploy` with no step named so ran nothing: say so rather than report success.
     let outcome = match (
@@ -339,10 +245,14 @@ fn run_on_engine_thread(
         let plan = ctx.plan.lock().unwrap_or_else(|e| e.into_inner());
         (plan.effects.clone(), plan.needs.clone())
     };
-    journal.emit(
-        "plan",
+    journal.record(
         None,
-        json!({ "mode": settings.mode.as_str(), "effects": plan.0, "needs": plan.1 }),
+        Body::Plan(PlanEvent {
+            mode: settings.mode.as_str().to_owned(),
+            effects: plan.0.clone(),
+            needs: plan.1.clone(),
+            extra: Extra::new(),
+        }),
     );
 
     let exit_code = outcome.as_ref().map_or_else(Error::code, |()| EXIT_OK);
@@ -368,21 +278,26 @@ fn run_on_engine_thread(
     if let Some(warning) = trace_export.as_ref().and_then(|s| s.warning()) {
         ctx.log("warn", &warning);
     }
-    journal.emit(
-        "run_end",
+    let mut end_extra = Extra::new();
+    if let Some(failure) = outcome.as_ref().err().and_then(failure_fields) {
+        end_extra.insert("failure".into(), failure);
+    }
+    if let Some(summary) = &trace_export {
+        end_extra.insert("otlp".into(), summary.to_json());
+    }
+    journal.record(
         None,
-        json!({
-            "outcome": outcome_name,
-            "exit_code": exit_code,
-            "duration_ms": duration_ms,
-            "error": first_line,
-            "failure": outcome.as_ref().err().and_then(failure_fields),
-            "trace_id": ctx.trace_id,
-            "otlp": trace_export.map(|summary| summary.to_json()),
+        Body::RunEnd(RunEnd {
+            outcome: outcome_name.to_owned(),
+            exit_code,
+            duration_ms,
+            error: first_line,
+            trace_id: ctx.trace_id.clone(),
+            extra: end_extra,
         }),
     );
     journal.finish();
-    if let Err(why) = crate::report::write(&journal_file) {
+    if let Err(why) = report.write(&journal_file) {
         ctx.log("warn", &format!("could not write the run report: {why}"));
     }
 
@@ -402,6 +317,13 @@ fn run_on_engine_thread(
             "warning: the journal could not be written completely: {write_error}"
         );
     }
+    // A one-shot run exits right after this: tearing down the engine's thousands of registered
+    // functions would cost more than a tenth of the start-up (callgrind) for nothing. Watch
+    // mode (which passes `finished`) runs again and lets it go.
+    if finished.is_none() {
+        std::mem::forget(engine);
+        std::mem::forget(ast);
+    }
     Ok(exit_code)
 }
 
@@ -413,7 +335,7 @@ fn failure_fields(error: &Error) -> Option<serde_json::Value> {
             message,
             location: Some(location),
             step,
-        } => Some(json!({
+        } => Some(serde_json::json!({
             "message": message,
             "file": location.file,
             "line": location.line,
@@ -488,139 +410,4 @@ fn print_summary(
     out.push('\n');
     let text = ctx.redactor.redact(&out);
     let _ = std::io::stderr().write_all(text.as_bytes());
-}
-
-/// Finds where an error really happened: the innermost call's source and position.
-fn innermost<'a>(
-    error: &'a EvalAltResult,
-    mut source: Option<&'a str>,
-) -> (&'a EvalAltResult, Option<&'a str>, Position) {
-    let mut current = error;
-    let mut position = error.position();
-    loop {
-        match current {
-            EvalAltResult::ErrorInFunctionCall(_, fn_source, inner, pos) => {
-                if !fn_source.is_empty() {
-                    source = Some(fn_source.as_str());
-                }
-                if !pos.is_none() {
-                    position = *pos;
-                }
-                current = inner;
-            }
-            EvalAltResult::ErrorInModule(name, inner, pos) => {
-                if !pos.is_none() {
-                    position = *pos;
-                }
-                source = Some(name.as_str());
-                current = inner;
-            }
-            leaf => {
-                if !leaf.position().is_none() {
-                    position = leaf.position();
-                }
-                return (leaf, source, position);
-            }
-        }
-    }
-}
-
-fn location_of(source: &str, position: Position, sources: &SharedSources) -> Option<Location> {
-    let line = position.line()?;
-    let column = position.position().unwrap_or(1);
-    let sources = sources.borrow();
-    let text = sources.texts.get(source).map(String::as_str);
-    Some(Location::new(source, line, column, text))
-}
-
-pub fn compile_error(error: &EvalAltResult, script: &str, sources: &SharedSources) -> Error {
-    let (leaf, source, position) = innermost(error, Some(script));
-    let source = source.unwrap_or(script);
-    let message = match leaf {
-        EvalAltResult::ErrorParsing(kind, _) => format!("syntax error: {kind}"),
-        other => error_text(other),
-    };
-    let message = if source.starts_with(STDLIB_PREFIX) || source != script {
-        format!("{message} (in module {source})")
-    } else {
-        message
-    };
-    Error::Compile {
-        message,
-        location: location_of(source, position, sources),
-    }
-}
-
-/// Turns a Rhai runtime error into the run's error, naming the limit or the step.
-fn runtime_error(
-    ctx: &HostContext,
-    error: &EvalAltResult,
-    script: &str,
-    sources: &SharedSources,
-) -> Error {
-    let (leaf, source, position) = innermost(error, Some(script));
-    let limits = &ctx.policy.limits;
-    let message = match leaf {
-        EvalAltResult::ErrorTerminated(token, _) => {
-            let token = token.to_string();
-            if token == MEMORY_TOKEN {
-                format!(
-                    "memory limit exceeded: the script used more than {} ([limits] memory in glow.toml)",
-                    bytesize::ByteSize(limits.memory)
-                )
-            } else {
-                match ctx.cancel.reason() {
-                    Some(CancelReason::Interrupted) | Some(CancelReason::Reload) | None => {
-                        return Error::Interrupted;
-                    }
-                    Some(CancelReason::StepTimeout { step, after, .. }) => {
-                        format!(
-                            "step '{step}' timed out after {}",
-                            humantime::format_duration(after)
-                        )
-                    }
-                }
-            }
-        }
-        EvalAltResult::ErrorTooManyOperations(_) => format!(
-            "operation limit exceeded: the script ran more than {} operations ([limits] max_operations in glow.toml)",
-            limits.max_operations
-        ),
-        EvalAltResult::ErrorStackOverflow(_) => format!(
-            "call depth limit exceeded: more than {} nested calls ([limits] call_levels in glow.toml)",
-            limits.call_levels
-        ),
-        EvalAltResult::ErrorDataTooLarge(what, _) => {
-            format!("size limit exceeded: {what} is too large")
-        }
-        EvalAltResult::ErrorTooManyVariables(_) => {
-            format!(
-                "variable limit exceeded: more than {} variables ([limits] variables)",
-                limits.variables
-            )
-        }
-        EvalAltResult::ErrorTooManyModules(_) => {
-            format!(
-                "module limit exceeded: more than {} modules ([limits] modules)",
-                limits.modules
-            )
-        }
-        EvalAltResult::ErrorParsing(kind, _) => {
-            return Error::Compile {
-                message: format!("syntax error: {kind}"),
-                location: location_of(source.unwrap_or(script), position, sources),
-            };
-        }
-        other => error_text(other),
-    };
-    let source = source.unwrap_or(script);
-    Error::Script {
-        message,
-        location: location_of(source, position, sources),
-        step: ctx
-            .failed_step
-            .borrow()
-            .clone()
-            .or_else(|| ctx.current_step()),
-    }
 }

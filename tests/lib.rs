@@ -2,6 +2,7 @@
 
 mod support;
 
+mod architecture;
 mod authoring;
 mod evidence;
 mod foundation;
@@ -9,5 +10,6 @@ mod http;
 mod observability;
 mod prompt;
 mod runbook;
+mod security;
 mod shared_state;
 mod sql;

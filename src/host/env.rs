@@ -3,8 +3,8 @@
 //! before the script sees it). `--env-file` values are layered over the process environment.
 //! In a dry run a missing name is recorded as something a live run needs, not an error.
 
-use super::{HostContext, add_fn, install};
-use crate::options::{HostResult, host_error};
+use super::{HostContext, Need, add_fn, install};
+use crate::options::{HostResult, host_error, kind_error};
 use rhai::{Array, Dynamic, Engine, Map, Module};
 use std::rc::Rc;
 
@@ -19,27 +19,21 @@ pub fn lookup(ctx: &HostContext, name: &str) -> Option<String> {
 }
 
 fn missing(ctx: &HostContext, names: &[String], secret: bool) -> HostResult<()> {
-    if ctx.is_dry_run() {
-        ctx.needs(|needs| {
-            let set = if secret {
-                &mut needs.secrets
-            } else {
-                &mut needs.env
-            };
-            set.extend(names.iter().cloned());
-        });
-        return Ok(());
-    }
-    let kind = if secret {
-        "secret"
+    let (need, kind) = if secret {
+        (Need::Secret, "secret")
     } else {
-        "environment variable"
+        (Need::Env, "environment variable")
     };
-    Err(host_error(if names.len() == 1 {
-        format!("missing {kind} {}", names[0])
-    } else {
-        format!("missing {kind}s: {}", names.join(", "))
-    }))
+    ctx.missing(need, names, || {
+        kind_error(
+            "env",
+            if names.len() == 1 {
+                format!("missing {kind} {}", names[0])
+            } else {
+                format!("missing {kind}s: {}", names.join(", "))
+            },
+        )
+    })
 }
 
 pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
@@ -103,7 +97,14 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         move |name: &str| -> HostResult<String> {
             match lookup(&c, name) {
                 Some(value) => {
-                    c.register_secret(&value);
+                    if !c.redactor.register(&value) {
+                        return Err(host_error(format!(
+                            "env::secret: {name} is {} character(s) long; secrets shorter than {} characters cannot be redacted \
+                             (masking them would mask every such text), so glow-run refuses them: use a longer value",
+                            value.chars().count(),
+                            crate::redact::MIN_SECRET_LEN
+                        )));
+                    }
                     Ok(value)
                 }
                 None => missing(&c, &[name.to_owned()], true).map(|()| String::new()),

@@ -5,12 +5,12 @@
 //! an event arrives (sinks run as it is emitted); an effect starts `duration_ms` before its
 //! event, since the gate journals it when it ends.
 
+use crate::event::{Body, EffectEvent, Event, StepEnd};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
-use serde_json::Value;
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
@@ -34,10 +34,6 @@ pub struct SpanBuilder {
 
 fn random_span_id() -> SpanId {
     SpanId::from(rand::random::<u64>() | 1)
-}
-
-fn text(event: &Value, key: &str) -> String {
-    event[key].as_str().unwrap_or_default().to_owned()
 }
 
 /// The CI/CD conventions' result values for a step or run outcome.
@@ -103,46 +99,46 @@ impl SpanBuilder {
     }
 
     /// Takes one event; returns the span it completes, if any.
-    pub fn event(&mut self, event: &Value) -> Option<SpanData> {
+    pub fn event(&mut self, event: &Event) -> Option<SpanData> {
         let now = SystemTime::now();
-        match event["kind"].as_str()? {
-            "run_start" => {
+        let step = event.step.clone().unwrap_or_default();
+        match &event.body {
+            Body::RunStart(start) => {
                 self.run_start = now;
-                self.script = text(event, "script");
+                self.script = start.script.clone();
                 None
             }
-            "step_start" => {
+            Body::StepStart(_) => {
                 self.steps.push(OpenStep {
                     id: random_span_id(),
-                    name: text(event, "step"),
+                    name: step,
                     start: now,
                 });
                 None
             }
-            "step_end" => Some(self.step_end(event, now)),
-            "effect" => Some(self.effect(event, now)),
+            Body::StepEnd(end) => Some(self.step_end(step, end, now)),
+            Body::Effect(effect) => Some(self.effect(effect, now)),
             _ => None,
         }
     }
 
-    fn step_end(&mut self, event: &Value, now: SystemTime) -> SpanData {
-        let name = text(event, "step");
+    fn step_end(&mut self, name: String, event: &StepEnd, now: SystemTime) -> SpanData {
         // A skipped step ends without having started: a span of no length.
         let open = match self.steps.last() {
             Some(step) if step.name == name => self.steps.pop(),
             _ => None,
         };
         let (id, start) = open.map_or((random_span_id(), now), |step| (step.id, step.start));
-        let outcome = text(event, "outcome");
+        let outcome = event.outcome.as_str();
         let mut attributes = vec![
             KeyValue::new("cicd.pipeline.task.name", name.clone()),
-            KeyValue::new("cicd.pipeline.task.run.result", result_of(&outcome)),
+            KeyValue::new("cicd.pipeline.task.run.result", result_of(outcome)),
             KeyValue::new("cicd.pipeline.task.type", "deploy"),
         ];
-        if let Some(reason) = event["reason"].as_str() {
-            attributes.push(KeyValue::new("glow.step.skip_reason", reason.to_owned()));
+        if let Some(reason) = &event.reason {
+            attributes.push(KeyValue::new("glow.step.skip_reason", reason.clone()));
         }
-        let status = match event["error"].as_str() {
+        let status = match event.error.as_deref() {
             Some(error) if outcome != "ok" => {
                 attributes.push(KeyValue::new("error.type", "step_failed"));
                 Status::error(error.to_owned())
@@ -159,46 +155,46 @@ impl SpanBuilder {
         )
     }
 
-    fn effect(&self, event: &Value, now: SystemTime) -> SpanData {
-        let namespace = text(event, "namespace");
-        let action = text(event, "action");
-        let target = text(event, "target");
-        let outcome = text(event, "outcome");
-        let took = Duration::from_millis(event["duration_ms"].as_u64().unwrap_or(0));
+    fn effect(&self, event: &EffectEvent, now: SystemTime) -> SpanData {
+        let namespace = event.namespace.clone();
+        let action = event.action.clone();
+        let target = event.target.clone();
+        let outcome = event.outcome.clone();
+        let took = Duration::from_millis(event.duration_ms.unwrap_or(0));
         let start = now.checked_sub(took).unwrap_or(now);
-        let id = event["span_id"]
-            .as_str()
+        let id = event
+            .extra_str("span_id")
             .and_then(|hex| SpanId::from_hex(hex).ok())
             .unwrap_or_else(random_span_id);
         let mut attributes = vec![
             KeyValue::new("glow.effect.namespace", namespace.clone()),
             KeyValue::new("glow.effect.action", action.clone()),
             KeyValue::new("glow.effect.outcome", outcome.clone()),
-            KeyValue::new("glow.effect.read_only", event["read_only"] == true),
+            KeyValue::new("glow.effect.read_only", event.read_only),
         ];
         let (kind, name) = match namespace.as_str() {
             "http" => {
-                let method = event["args"]["method"].as_str().unwrap_or("GET").to_owned();
+                let method = event.args["method"].as_str().unwrap_or("GET").to_owned();
                 attributes.push(KeyValue::new("http.request.method", method.clone()));
                 attributes.push(KeyValue::new(
                     "url.full",
-                    event["args"]["url"].as_str().unwrap_or(&target).to_owned(),
+                    event.args["url"].as_str().unwrap_or(&target).to_owned(),
                 ));
-                if let Some(status) = event["status"].as_i64() {
+                if let Some(status) = event.extra_i64("status") {
                     attributes.push(KeyValue::new("http.response.status_code", status));
                 }
                 (SpanKind::Client, method)
             }
             "exec" => {
                 attributes.push(KeyValue::new("process.command_line", target.clone()));
-                if let Some(code) = event["code"].as_i64() {
+                if let Some(code) = event.extra_i64("code") {
                     attributes.push(KeyValue::new("process.exit.code", code));
                 }
                 let program = target.split_whitespace().next().unwrap_or("").to_owned();
                 (SpanKind::Internal, format!("exec {program}"))
             }
             "sql" => {
-                let database = event["args"]["database"].as_str().unwrap_or(&target);
+                let database = event.args["database"].as_str().unwrap_or(&target);
                 let system = if database.starts_with("sqlite") {
                     "sqlite"
                 } else {
@@ -214,7 +210,7 @@ impl SpanBuilder {
                 (SpanKind::Internal, format!("{namespace} {action}"))
             }
         };
-        let status = match event["error"].as_str() {
+        let status = match event.error.as_deref() {
             Some(error) if matches!(outcome.as_str(), "failed" | "denied" | "cancelled") => {
                 attributes.push(KeyValue::new("error.type", outcome.clone()));
                 Status::error(error.to_owned())

@@ -4,6 +4,7 @@
 //! `::warning`. Text is escaped as the runner requires (`%`, CR and LF in messages; also `:` and
 //! `,` in properties); it comes from journal events, which are redacted before anyone sees them.
 
+use crate::event::{Log, RunEnd};
 use serde_json::Value;
 
 pub fn enabled() -> bool {
@@ -29,32 +30,28 @@ pub fn group(name: &str) -> String {
 pub const END_GROUP: &str = "::endgroup::";
 
 /// `::warning` / `::error` for a `log` event at that level (other levels: none).
-pub fn log_command(event: &Value) -> Option<String> {
-    let command = match event["level"].as_str()? {
+pub fn log_command(step: Option<&str>, log: &Log) -> Option<String> {
+    let command = match log.level.as_str() {
         "warn" => "warning",
         "error" => "error",
         _ => return None,
     };
-    let message = event["message"].as_str().unwrap_or("");
-    Some(match event["step"].as_str() {
-        Some(step) => format!(
-            "::{command} title={}::{}",
-            escape_property(step),
-            escape_data(message)
-        ),
-        None => format!("::{command}::{}", escape_data(message)),
+    let message = escape_data(&log.message);
+    Some(match step {
+        Some(step) => format!("::{command} title={}::{message}", escape_property(step)),
+        None => format!("::{command}::{message}"),
     })
 }
 
 /// The annotation for a failed run (`run_end`): at the script location when there is one.
-pub fn failure_command(event: &Value) -> Option<String> {
-    if event["outcome"] != "failed" {
+pub fn failure_command(end: &RunEnd) -> Option<String> {
+    if end.outcome != "failed" {
         return None;
     }
-    let failure = &event["failure"];
+    let failure = end.extra.get("failure").unwrap_or(&Value::Null);
     let message = failure["message"]
         .as_str()
-        .or(event["error"].as_str())
+        .or(end.error.as_deref())
         .unwrap_or("the run failed");
     let mut properties = Vec::new();
     if let Some(file) = failure["file"].as_str() {
@@ -86,12 +83,18 @@ mod tests {
 
     #[test]
     fn failure_points_at_the_script() {
-        let event = json!({ "outcome": "failed", "error": "x", "failure": {
-            "message": "bad: 1%\nmore", "file": "s.rhai", "line": 3, "column": 5, "step": "check, db" } });
+        let mut end = RunEnd {
+            outcome: "failed".into(),
+            error: Some("x".into()),
+            ..RunEnd::default()
+        };
+        end.extra.insert("failure".into(), json!({
+            "message": "bad: 1%\nmore", "file": "s.rhai", "line": 3, "column": 5, "step": "check, db" }));
         assert_eq!(
-            failure_command(&event).unwrap(),
+            failure_command(&end).unwrap(),
             "::error file=s.rhai,line=3,col=5,title=check%2C db::bad: 1%25%0Amore"
         );
-        assert!(failure_command(&json!({ "outcome": "ok" })).is_none());
+        end.outcome = "ok".into();
+        assert!(failure_command(&end).is_none());
     }
 }

@@ -244,6 +244,23 @@ impl Finished {
     }
 }
 
+/// Polls `probe` until it returns `Some` and returns that value; panics naming `what` when
+/// `deadline` passes first. The one polling loop of the suite: a test waits for a condition,
+/// never for a fixed time.
+pub fn eventually<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Removes the common leading indentation, so tests can indent scripts naturally.
 pub fn unindent(text: &str) -> String {
     let text = text.strip_prefix('\n').unwrap_or(text);
