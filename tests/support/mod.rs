@@ -38,6 +38,8 @@ pub struct Test {
     env: BTreeMap<String, String>,
     stdin: Option<String>,
     timeout: Duration,
+    expected_stdout: Option<String>,
+    expected_stderr: Option<regex::Regex>,
 }
 
 /// What a finished run printed and returned.
@@ -64,6 +66,8 @@ impl Test {
             env: BTreeMap::new(),
             stdin: None,
             timeout: Duration::from_secs(60),
+            expected_stdout: None,
+            expected_stderr: None,
         }
     }
 
@@ -101,6 +105,25 @@ impl Test {
 
     pub fn stdin(mut self, text: &str) -> Self {
         self.stdin = Some(text.to_owned());
+        self
+    }
+
+    /// The exact stdout the run must print (unindented like scripts), asserted by `status`.
+    pub fn stdout(mut self, expected: &str) -> Self {
+        let text = unindent(expected);
+        let text = text.trim_end();
+        self.expected_stdout = Some(if text.is_empty() {
+            String::new()
+        } else {
+            format!("{text}\n")
+        });
+        self
+    }
+
+    /// A regex the whole stderr must match (`(?s)` so `.` crosses lines), asserted by `status`.
+    pub fn stderr(mut self, pattern: &str) -> Self {
+        let pattern = format!("(?s)^{}$", unindent(pattern).trim_end());
+        self.expected_stderr = Some(regex::Regex::new(&pattern).expect("a valid stderr regex"));
         self
     }
 
@@ -148,8 +171,10 @@ impl Test {
         (self, finished)
     }
 
-    /// Runs and asserts the exit status, printing everything when it differs.
+    /// Runs and asserts the exit status (and the stdout and stderr when given), printing
+    /// everything when one differs.
     pub fn status(self, expected: i32) -> Finished {
+        let (stdout, stderr) = (self.expected_stdout.clone(), self.expected_stderr.clone());
         let (dir, mut finished) = self.run_keep();
         finished.keep = Some(dir);
         assert_eq!(
@@ -157,6 +182,20 @@ impl Test {
             "exit status\n--- stdout ---\n{}\n--- stderr ---\n{}",
             finished.stdout, finished.stderr
         );
+        if let Some(stdout) = stdout {
+            assert_eq!(
+                finished.stdout, stdout,
+                "stdout\n--- stderr ---\n{}",
+                finished.stderr
+            );
+        }
+        if let Some(stderr) = stderr {
+            assert!(
+                stderr.is_match(finished.stderr.trim_end()),
+                "stderr does not match {stderr}\n--- stderr ---\n{}",
+                finished.stderr
+            );
+        }
         finished
     }
 
