@@ -84,6 +84,11 @@ pub struct RunFlags {
     #[arg(long, value_enum, default_value_t = Format::Human, env = "GLOW_FORMAT")]
     pub format: Format,
 
+    /// Export the run as an OpenTelemetry trace to this OTLP/HTTP endpoint (as
+    /// OTEL_EXPORTER_OTLP_ENDPOINT; `/v1/traces` is appended).
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
+
     /// Use this directory instead of the embedded standard library (while editing it).
     #[arg(long, value_name = "DIR", env = "GLOW_STDLIB")]
     pub stdlib: Option<PathBuf>,

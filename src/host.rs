@@ -76,6 +76,9 @@ pub struct HostContext {
     pub failed_step: RefCell<Option<String>>,
     /// Why the run stopped on something the person must decide (exit 2): an in-doubt step.
     pub refusal: RefCell<Option<String>>,
+    /// The span id of the effect being performed (16 hex digits): journaled as its `span_id`,
+    /// sent by http as the parent id in `traceparent`, so the trace and the API's spans meet.
+    pub effect_span_id: RefCell<String>,
 }
 
 /// What an effect is, for policy, the plan and the journal.
@@ -132,6 +135,7 @@ impl HostContext {
             rollbacks: RefCell::new(Vec::new()),
             failed_step: RefCell::new(None),
             refusal: RefCell::new(None),
+            effect_span_id: RefCell::new(String::new()),
         })
     }
 
@@ -374,6 +378,11 @@ impl HostContext {
             return Ok(Outcome::Planned);
         }
 
+        let span_id = format!("{:016x}", rand::random::<u64>() | 1);
+        event
+            .extra
+            .insert("span_id".into(), Value::String(span_id.clone()));
+        *self.effect_span_id.borrow_mut() = span_id;
         tracing::debug!(
             namespace = effect.namespace,
             action = effect.action,

@@ -22,6 +22,7 @@ pub mod identity;
 pub mod journal;
 pub mod lint;
 pub mod options;
+pub mod otlp;
 pub mod plan;
 pub mod policy;
 pub mod prompt_id;

@@ -33,6 +33,8 @@ struct Gathered {
     /// Output lines of each step since its last exec effect.
     pending: HashMap<Option<String>, Lines>,
     excerpts: Vec<Excerpt>,
+    /// Whether and where the trace was exported (from `run_end`).
+    trace_export: Option<String>,
 }
 
 impl Gathered {
@@ -46,6 +48,7 @@ impl Gathered {
         }
         match &event.body {
             Body::Plan(plan) => self.plan = Some(plan.clone()),
+            Body::RunEnd(end) => self.trace_export = crate::otlp::report_line(end),
             Body::Output(output) if matches!(output.stream.as_str(), "stdout" | "stderr") => {
                 self.pending
                     .entry(event.step.clone())
@@ -197,7 +200,7 @@ pub fn render(events: &[Event]) -> String {
 fn render_gathered(gathered: &Gathered) -> String {
     let run = gathered.run.clone().unwrap_or_default();
     let mut out = String::new();
-    header(&mut out, &run);
+    header(&mut out, &run, gathered.trace_export.as_deref());
     steps(&mut out, &run);
     if run.mode == "dry-run" {
         plan(&mut out, gathered.plan.as_ref());
@@ -216,7 +219,7 @@ fn render_gathered(gathered: &Gathered) -> String {
     out
 }
 
-fn header(out: &mut String, run: &RunRecord) {
+fn header(out: &mut String, run: &RunRecord, trace_export: Option<&str>) {
     let outcome = run.status();
     let _ = writeln!(out, "# glow-run {}: {}\n", run.id, outcome);
     let _ = writeln!(out, "| | |\n|---|---|");
@@ -245,6 +248,9 @@ fn header(out: &mut String, run: &RunRecord) {
     }
     if let Some(trace) = &run.trace_id {
         let _ = writeln!(out, "| Trace id | `{trace}` |");
+    }
+    if let Some(trace) = trace_export {
+        let _ = writeln!(out, "| Trace export | {} |", cell(trace));
     }
     if let Some(resumes) = &run.resumes {
         let _ = writeln!(out, "| Resumes | run {resumes} |");

@@ -1,7 +1,12 @@
 //! What a person sees: a journal sink that renders events as short lines on stderr (with colour
 //! when stderr is a terminal and NO_COLOR is unset) and, with `--format json`, prints every event
 //! as one JSON line on stdout and nothing else there. A script's `print` goes to stdout as text
-//! in human mode, as an `output` event in JSON mode.
+//! in human mode, as an `output` event in JSON mode. Under GitHub Actions the lines carry
+//! workflow commands (`github`); on a terminal a live status line shows the running step
+//! (`status`).
+
+mod github;
+pub mod status;
 
 use crate::event::{Body, Event, StepEnd};
 use crate::journal::Sink;
@@ -22,6 +27,7 @@ pub fn hold_output() -> HeldOutput {
     HELD.lock()
         .unwrap_or_else(|e| e.into_inner())
         .get_or_insert_with(Vec::new);
+    status::hold();
     HeldOutput(())
 }
 
@@ -31,17 +37,20 @@ impl Drop for HeldOutput {
         for (to_stdout, bytes) in held.into_iter().flatten() {
             write_now(to_stdout, &bytes);
         }
+        status::release();
     }
 }
 
 fn write_now(to_stdout: bool, bytes: &[u8]) {
-    if to_stdout {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(bytes);
-        let _ = out.flush();
-    } else {
-        let _ = std::io::stderr().lock().write_all(bytes);
-    }
+    status::print(|| {
+        if to_stdout {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(bytes);
+            let _ = out.flush();
+        } else {
+            let _ = std::io::stderr().lock().write_all(bytes);
+        }
+    });
 }
 
 /// Writes one line to stdout or stderr, or keeps it while a prompt holds the output.
@@ -64,6 +73,8 @@ pub enum Format {
 pub struct Reporter {
     format: Format,
     color: bool,
+    /// GitHub Actions workflow commands (groups, annotations).
+    github: bool,
     depth: Mutex<usize>,
 }
 
@@ -102,10 +113,38 @@ pub fn stderr_color() -> bool {
 
 impl Reporter {
     pub fn new(format: Format) -> Self {
+        if format == Format::Human && status::wanted() {
+            status::enable();
+        }
         Self {
             format,
             color: stderr_color(),
+            github: github::enabled(),
             depth: Mutex::new(0),
+        }
+    }
+
+    /// The workflow commands an event adds under GitHub Actions, written before its line.
+    fn github_commands(&self, event: &Event, depth: usize) -> Option<String> {
+        match &event.body {
+            Body::StepStart(_) if depth == 0 => Some(github::group(event.step.as_deref()?)),
+            Body::StepEnd(end) if depth == 1 && end.outcome != "skipped" => {
+                Some(github::END_GROUP.to_owned())
+            }
+            Body::Log(log) => github::log_command(event.step.as_deref(), log),
+            Body::RunEnd(end) => github::failure_command(end),
+            _ => None,
+        }
+    }
+
+    /// Keeps the status line in step with the events (a no-op when it is off).
+    fn status(event: &Event) {
+        let step = event.step.as_deref().unwrap_or("");
+        match &event.body {
+            Body::StepStart(_) => status::step_start(step),
+            Body::StepEnd(end) if end.outcome != "skipped" => status::step_end(step),
+            Body::Output(output) if output.stream != "script" => status::output(&output.line),
+            _ => {}
         }
     }
 
@@ -117,6 +156,14 @@ impl Reporter {
         let step = event.step.as_deref();
         let paint = self.paint();
         let mut depth = self.depth.lock().unwrap_or_else(|e| e.into_inner());
+        if self.github
+            && let Some(command) = self.github_commands(event, *depth)
+        {
+            write_line(false, command.into_bytes());
+            if matches!(event.body, Body::Log(_)) {
+                return;
+            }
+        }
         let indent = "  ".repeat(*depth);
         let line = match &event.body {
             Body::RunStart(start) => Some(paint.bold(&format!(
@@ -132,7 +179,10 @@ impl Reporter {
                 ))
             }
             Body::StepEnd(end) => {
-                *depth = depth.saturating_sub(1);
+                // A skipped step never started, so it did not deepen the indentation.
+                if end.outcome != "skipped" {
+                    *depth = depth.saturating_sub(1);
+                }
                 let indent = "  ".repeat(*depth);
                 Some(step_end_line(&paint, &indent, step.unwrap_or(""), end))
             }
@@ -248,6 +298,7 @@ pub fn format_ms(ms: u64) -> String {
 
 impl Sink for Reporter {
     fn event(&self, event: &Event, line: &str) {
+        Self::status(event);
         if self.format == Format::Json {
             write_line(true, line.as_bytes().to_vec());
             if matches!(&event.body, Body::Output(output) if output.stream == "script") {

@@ -105,6 +105,12 @@ fn run_on_engine_thread(
     journal.add_sink(Arc::new(Reporter::new(settings.flags.format)));
     let report = Arc::new(ReportSink::new());
     journal.add_sink(report.clone());
+    let otlp_config = crate::otlp::Config::resolve(settings.flags.otlp.as_deref(), &|name| {
+        (settings.env_overlay.get(name).cloned()).or_else(|| std::env::var(name).ok())
+    })?;
+    for (_, value) in otlp_config.iter().flat_map(|c| &c.headers) {
+        redactor.register(value);
+    }
 
     let report_files = |sources: &SharedSources| {
         if let Some(finished) = &finished {
@@ -153,7 +159,23 @@ fn run_on_engine_thread(
         journal.add_sink(shared);
     }
 
+    let otlp = otlp_config.map(|config| {
+        let sink = Arc::new(crate::otlp::OtlpSink::start(
+            config,
+            &ctx.trace_id,
+            &run_id,
+            ctx.runtime.clone(),
+        ));
+        journal.add_sink(sink.clone());
+        sink
+    });
     let started = Instant::now();
+    let mut start_extra = Extra::new();
+    // Which process wrote this run: the index tells a live run from a killed one by it.
+    start_extra.insert("pid".into(), serde_json::Value::from(std::process::id()));
+    if let Some(sink) = &otlp {
+        start_extra.insert("otlp".into(), sink.describe());
+    }
     journal.record(
         None,
         Body::RunStart(RunStart {
@@ -167,11 +189,7 @@ fn run_on_engine_thread(
                 .unwrap_or_default(),
             resumes: settings.resume.as_ref().map(|r| r.run_id.clone()),
             journal: journal_file.path().map(|p| p.display().to_string()),
-            // Which process wrote this run: the index tells a live run from a killed one by it.
-            extra: Extra::from_iter([(
-                "pid".to_owned(),
-                serde_json::Value::from(std::process::id()),
-            )]),
+            extra: start_extra,
         }),
     );
 
@@ -253,21 +271,37 @@ fn run_on_engine_thread(
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let error_message = outcome.as_ref().err().map(|e| e.render());
+    let first_line = error_message.as_deref().map(|e| {
+        e.lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_owned()
+    });
+    // Redacted here: the root span is built from this, not from a (redacted) event.
+    let root_error = first_line.as_deref().map(|e| ctx.redact(e));
+    let trace_export = otlp
+        .as_ref()
+        .map(|sink| sink.finish_run(outcome_name, root_error.as_deref()));
+    if let Some(warning) = trace_export.as_ref().and_then(|s| s.warning()) {
+        ctx.log("warn", &warning);
+    }
+    let mut end_extra = Extra::new();
+    if let Some(failure) = outcome.as_ref().err().and_then(failure_fields) {
+        end_extra.insert("failure".into(), failure);
+    }
+    if let Some(summary) = &trace_export {
+        end_extra.insert("otlp".into(), summary.to_json());
+    }
     journal.record(
         None,
         Body::RunEnd(RunEnd {
             outcome: outcome_name.to_owned(),
             exit_code,
             duration_ms,
-            error: error_message.as_deref().map(|e| {
-                e.lines()
-                    .next()
-                    .unwrap_or("")
-                    .trim_start_matches("error: ")
-                    .to_owned()
-            }),
+            error: first_line,
             trace_id: ctx.trace_id.clone(),
-            extra: Extra::new(),
+            extra: end_extra,
         }),
     );
     journal.finish();
@@ -300,6 +334,25 @@ fn run_on_engine_thread(
         std::mem::forget(ast);
     }
     Ok(exit_code)
+}
+
+/// Where a script failed, for CI annotations (`::error file=...,line=...`): the whole message
+/// and its location.
+fn failure_fields(error: &Error) -> Option<serde_json::Value> {
+    match error {
+        Error::Script {
+            message,
+            location: Some(location),
+            step,
+        } => Some(serde_json::json!({
+            "message": message,
+            "file": location.file,
+            "line": location.line,
+            "column": location.column,
+            "step": step,
+        })),
+        _ => None,
+    }
 }
 
 fn show_value(value: &Dynamic) -> String {

@@ -9,6 +9,7 @@ mod crash;
 mod evidence;
 mod foundation;
 mod http;
+mod observability;
 mod prompt;
 mod runbook;
 mod security;

@@ -533,9 +533,9 @@ fn classify(error: &reqwest::Error, timeout: Duration) -> Failure {
     }
 }
 
+/// The parent id is the span id the gate gave this effect (its span in the exported trace).
 fn traceparent(ctx: &HostContext) -> String {
-    let span: u64 = rand::random::<u64>() | 1;
-    format!("00-{}-{span:016x}-01", ctx.trace_id)
+    format!("00-{}-{}-01", ctx.trace_id, ctx.effect_span_id.borrow())
 }
 
 /// One attempt: send, read the body (bounded), all within `timeout`.

@@ -17,10 +17,14 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_glow-run");
 
-/// Removes every `GLOW_*` variable so the developer's environment cannot change a result.
+/// Removes every `GLOW_*` (and `OTEL_*`, `GITHUB_ACTIONS`) variable so the developer's
+/// environment cannot change a result.
 pub fn hermetic(command: &mut Command) {
+    command.env_remove("GITHUB_ACTIONS");
+    command.env_remove("GITHUB_STEP_SUMMARY");
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("GLOW_") {
+        if key.to_string_lossy().starts_with("GLOW_") || key.to_string_lossy().starts_with("OTEL_")
+        {
             command.env_remove(&key);
         }
     }

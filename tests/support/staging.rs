@@ -49,6 +49,9 @@ pub struct Faults {
 
 pub struct Staging {
     pub server: HttpServer,
+    /// Staging's OTLP/HTTP collector (answers `POST /v1/traces`), apart from the API so the
+    /// API's request log holds the runbook's calls only.
+    pub collector: HttpServer,
     pub db: Database,
     /// Stand-in tools (and their `calls.log`).
     pub tools: PathBuf,
@@ -168,8 +171,15 @@ impl Staging {
         let server = HttpServer::start();
         Self::routes(&server, faults);
         let db = postgres::database();
+        let collector = HttpServer::start();
+        collector.route_method(
+            "POST",
+            "/v1/traces",
+            [Reply::status(200).header("content-type", "application/x-protobuf")],
+        );
         let staging = Self {
             server,
+            collector,
             db,
             tools,
             root,
@@ -335,7 +345,7 @@ impl Staging {
             .args(extra)
             .env("PATH", tools::path_with(&self.tools))
             .env("SUPABASE_URL", "https://staging-ref.supabase.co")
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example.com")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", self.collector.url(""))
             .env("SENTRY_DSN", "https://public@sentry.example.com/1")
             .env("API_ALLOWED_ORIGINS", "https://app.example.com")
             .env("API_BASE_URL", &api)
