@@ -87,6 +87,15 @@ pub struct RunFlags {
     /// Use this directory instead of the embedded standard library (while editing it).
     #[arg(long, value_name = "DIR", env = "GLOW_STDLIB")]
     pub stdlib: Option<PathBuf>,
+
+    /// With --dry-run: save the plan (for approvers to sign and --plan to apply).
+    #[arg(long, value_name = "FILE")]
+    pub plan_out: Option<PathBuf>,
+
+    /// Live run bound to a saved plan (a file, or its hash with --state): refuses a stale plan
+    /// and any effect the plan does not list.
+    #[arg(long, value_name = "FILE|HASH", conflicts_with_all = ["dry_run", "watch", "plan_out"])]
+    pub plan: Option<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -148,10 +157,40 @@ pub enum Command {
     },
     /// Re-hash every artifact of a bundle (or directory) against its manifest.
     Verify { path: PathBuf },
+    /// Saved plans: `plan show FILE|HASH`.
+    Plan {
+        #[command(subcommand)]
+        action: PlanAction,
+    },
+    /// Sign a saved plan as ROLE with an SSH key (or attach a signature made elsewhere).
+    Approve {
+        #[arg(value_name = "FILE|HASH")]
+        plan: String,
+        #[arg(long)]
+        role: String,
+        /// Private key (default: GLOW_SIGNING_KEY, else ~/.ssh/id_ed25519); a .pub uses ssh-agent.
+        #[arg(long, value_name = "PATH", conflicts_with = "signature")]
+        key: Option<PathBuf>,
+        /// Who signs (default: the principal allowed_signers lists for the key and role).
+        #[arg(long, value_name = "NAME")]
+        principal: Option<String>,
+        /// An armored SSH signature made elsewhere (`ssh-keygen -Y sign`), or @FILE.
+        #[arg(long, value_name = "SIG", requires = "principal")]
+        signature: Option<String>,
+    },
     /// Write Rhai definition files (.d.rhai) for editors.
     Defs {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanAction {
+    /// What a saved plan will do, its hash, its approvals and whether each verifies.
+    Show {
+        #[arg(value_name = "FILE|HASH")]
+        plan: String,
     },
 }
 

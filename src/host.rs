@@ -63,6 +63,8 @@ pub struct HostContext {
     /// on first use because it may spawn git.
     pub initiator: std::cell::OnceCell<String>,
     pub plan: Mutex<Plan>,
+    /// The saved plan a live run is bound to (`--plan`), set before the script starts.
+    pub binding: std::cell::OnceCell<crate::plan_binding::Binding>,
     pub steps: RefCell<Vec<StepFrame>>,
     /// How many times each step name has started (resume matches on name and occurrence).
     pub step_occurrences: RefCell<HashMap<String, usize>>,
@@ -112,6 +114,7 @@ impl HostContext {
             runtime,
             initiator: std::cell::OnceCell::new(),
             plan: Mutex::new(Plan::default()),
+            binding: std::cell::OnceCell::new(),
             steps: RefCell::new(Vec::new()),
             step_occurrences: RefCell::new(HashMap::new()),
             selected_step_seen: RefCell::new(false),
@@ -205,6 +208,9 @@ impl HostContext {
 
     /// SHA-256 over the plan so far: what an approval signs off.
     pub fn plan_hash(&self) -> String {
+        if let Some(binding) = self.binding.get() {
+            return binding.plan.hash.clone();
+        }
         let effects = self.effects();
         let lines: Vec<String> = effects
             .iter()
@@ -235,7 +241,8 @@ impl HostContext {
         event.insert("args".into(), effect.detail.clone());
         event.insert("read_only".into(), json!(effect.read_only));
 
-        if let Err(rule) = self.policy.check(&effect.subject) {
+        let refusal = self.policy.check(&effect.subject).err();
+        if let Some(rule) = refusal.or_else(|| self.refused_by_plan(step.as_deref(), &effect)) {
             event.insert("planned".into(), json!(false));
             event.insert("outcome".into(), json!("denied"));
             event.insert("error".into(), json!(rule));

@@ -6,6 +6,7 @@
 //! which checks policy, honours dry-run, redacts and journals.
 
 pub mod alloc;
+pub mod approval;
 pub mod arguments;
 pub mod bundle;
 pub mod cancel;
@@ -20,13 +21,18 @@ pub mod journal;
 pub mod lint;
 pub mod options;
 pub mod plan;
+pub mod plan_binding;
+pub mod plan_commands;
+pub mod plan_file;
 pub mod policy;
 pub mod redact;
 pub mod report;
 pub mod reporter;
 pub mod resolver;
 pub mod run;
+pub mod shared_plans;
 pub mod shared_state;
+pub mod signing_key;
 pub mod span;
 pub mod state;
 pub mod watcher;

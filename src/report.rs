@@ -262,6 +262,34 @@ pub fn render(events: &[Value]) -> String {
         }
     }
 
+    if let Some(saved) = plan.map(|p| &p["saved_plan"]).filter(|s| s.is_object()) {
+        let unreached = saved["unreached"].as_array().cloned().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "\n## Saved plan\n\nBound to plan `{}`.",
+            saved["hash"].as_str().unwrap_or("")
+        );
+        if unreached.is_empty() {
+            let _ = writeln!(out, "Every planned effect was reached.");
+        } else {
+            let _ = writeln!(
+                out,
+                "\nPlanned effects this run never reached:\n\n| # | Step | Effect |\n|---|---|---|"
+            );
+            for effect in &unreached {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | `{} {} {}` |",
+                    effect["seq"],
+                    cell(effect["step"].as_str().unwrap_or("-")),
+                    effect["namespace"].as_str().unwrap_or(""),
+                    effect["action"].as_str().unwrap_or(""),
+                    cell(effect["target"].as_str().unwrap_or(""))
+                );
+            }
+        }
+    }
+
     let migrations: Vec<_> = run
         .effects
         .iter()

@@ -75,6 +75,21 @@ fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error
         }
         Some(Command::Verify { path }) => crate::commands::verify(&path),
         Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
+        Some(Command::Plan { action }) => crate::plan_commands::plan(&arguments.global, action),
+        Some(Command::Approve {
+            plan,
+            role,
+            key,
+            principal,
+            signature,
+        }) => crate::plan_commands::approve(
+            &arguments.global,
+            &plan,
+            &role,
+            key.as_deref(),
+            principal.as_deref(),
+            signature.as_deref(),
+        ),
         None => {
             let settings = RunSettings::load(
                 arguments.script.as_deref(),
@@ -234,6 +249,9 @@ fn run_on_engine_thread(
         Err(error) => return Err(compile_error(&error, &settings.source_name, &sources)),
     };
     ast.set_source(settings.source_name.as_str());
+    if let Some(binding) = crate::plan_binding::bind(&settings, &sources)? {
+        let _ = ctx.binding.set(binding);
+    }
 
     // The shared state (and, for a live run, the release lock) comes before anything is written:
     // a run refused the lock leaves no journal.
@@ -322,13 +340,26 @@ fn run_on_engine_thread(
         let plan = ctx.plan.lock().unwrap_or_else(|e| e.into_inner());
         (plan.effects.clone(), plan.needs.clone())
     };
+    let saved_plan = ctx
+        .binding
+        .get()
+        .map(|b| json!({ "hash": b.plan.hash, "unreached": b.unreached() }));
     journal.emit(
         "plan",
         None,
-        json!({ "mode": settings.mode.as_str(), "effects": plan.0, "needs": plan.1 }),
+        json!({ "mode": settings.mode.as_str(), "effects": plan.0, "needs": plan.1, "saved_plan": saved_plan }),
     );
+    let plan_out = crate::plan_binding::write_plan_out(&ctx, &sources, outcome.is_err());
+    if let Err(error) = &plan_out {
+        ctx.log("error", error.render().trim_end());
+    }
 
     let exit_code = outcome.as_ref().map_or_else(Error::code, |()| EXIT_OK);
+    let exit_code = if plan_out.is_err() {
+        exit_code.max(1)
+    } else {
+        exit_code
+    };
     let outcome_name = match &outcome {
         Ok(()) => "ok",
         Err(Error::Interrupted) => "interrupted",
