@@ -6,6 +6,7 @@ mod authoring;
 mod evidence;
 mod foundation;
 mod http;
+mod plans;
 mod prompt;
 mod runbook;
 mod shared_state;
