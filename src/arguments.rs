@@ -163,26 +163,29 @@ pub enum Command {
         action: PlanAction,
     },
     /// Sign a saved plan as ROLE with an SSH key (or attach a signature made elsewhere).
-    Approve {
-        #[arg(value_name = "FILE|HASH")]
-        plan: String,
-        #[arg(long)]
-        role: String,
-        /// Private key (default: GLOW_SIGNING_KEY, else ~/.ssh/id_ed25519); a .pub uses ssh-agent.
-        #[arg(long, value_name = "PATH", conflicts_with = "signature")]
-        key: Option<PathBuf>,
-        /// Who signs (default: the principal allowed_signers lists for the key and role).
-        #[arg(long, value_name = "NAME")]
-        principal: Option<String>,
-        /// An armored SSH signature made elsewhere (`ssh-keygen -Y sign`), or @FILE.
-        #[arg(long, value_name = "SIG", requires = "principal")]
-        signature: Option<String>,
-    },
+    Approve(ApproveArgs),
     /// Write Rhai definition files (.d.rhai) for editors.
     Defs {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    #[arg(value_name = "FILE|HASH")]
+    pub plan: String,
+    #[arg(long)]
+    pub role: String,
+    /// Private key (default: GLOW_SIGNING_KEY, else ~/.ssh/id_ed25519); a .pub uses ssh-agent.
+    #[arg(long, value_name = "PATH", conflicts_with = "signature")]
+    pub key: Option<PathBuf>,
+    /// Who signs (default: the principal allowed_signers lists for the key and role).
+    #[arg(long, value_name = "NAME")]
+    pub principal: Option<String>,
+    /// An armored SSH signature made elsewhere (`ssh-keygen -Y sign`), or @FILE.
+    #[arg(long, value_name = "SIG", requires = "principal")]
+    pub signature: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -120,6 +120,23 @@ pub fn build(ctx: &HostContext, sources: &SharedSources, failed: bool) -> PlanFi
     file
 }
 
+/// `--plan-out FILE` at the end of a dry run; false when the plan could not be saved (logged).
+pub fn save(ctx: &HostContext, sources: &SharedSources, failed: bool) -> bool {
+    match write_plan_out(ctx, sources, failed) {
+        Ok(()) => true,
+        Err(error) => {
+            ctx.log("error", error.render().trim_end());
+            false
+        }
+    }
+}
+
+/// The `saved_plan` field of the `plan` event: the bound plan and what the run never reached.
+pub fn unreached_event(ctx: &HostContext) -> Option<serde_json::Value> {
+    let binding = ctx.binding.get()?;
+    Some(serde_json::json!({ "hash": binding.plan.hash, "unreached": binding.unreached() }))
+}
+
 /// `--plan-out FILE`: writes the plan (and stores it in the shared state with `--state`).
 pub fn write_plan_out(
     ctx: &HostContext,
@@ -310,7 +327,14 @@ fn differences(plan: &PlanFile, settings: &RunSettings, sources: &SharedSources)
 
 /// `--plan`: loads the plan and refuses a stale one before anything runs (exit 2); with
 /// `[approvals] require_signatures`, a live run without `--plan` is refused too.
-pub fn bind(settings: &RunSettings, sources: &SharedSources) -> Result<Option<Binding>, Error> {
+pub fn bind(ctx: &HostContext, sources: &SharedSources) -> Result<(), Error> {
+    if let Some(binding) = binding_for(&ctx.settings, sources)? {
+        let _ = ctx.binding.set(binding);
+    }
+    Ok(())
+}
+
+fn binding_for(settings: &RunSettings, sources: &SharedSources) -> Result<Option<Binding>, Error> {
     if settings.flags.plan_out.is_some() && settings.mode != Mode::DryRun {
         return Err(Error::usage(
             "--plan-out saves the plan of a dry run: add --dry-run",

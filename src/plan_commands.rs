@@ -4,7 +4,7 @@
 //! run uses.
 
 use crate::approval::{self, Approval};
-use crate::arguments::{GlobalFlags, PlanAction};
+use crate::arguments::{ApproveArgs, GlobalFlags, PlanAction};
 use crate::error::{EXIT_OK, Error};
 use crate::plan_binding::{self, Origin};
 use crate::plan_file::PlanFile;
@@ -174,14 +174,10 @@ fn signature_text(given: &str) -> Result<String, Error> {
     }
 }
 
-pub fn approve(
-    global: &GlobalFlags,
-    name: &str,
-    role: &str,
-    key: Option<&Path>,
-    principal: Option<&str>,
-    signature: Option<&str>,
-) -> Result<i32, Error> {
+pub fn approve(global: &GlobalFlags, args: &ApproveArgs) -> Result<i32, Error> {
+    let (name, role) = (args.plan.as_str(), args.role.as_str());
+    let (key, principal) = (args.key.as_deref(), args.principal.as_deref());
+    let signature = args.signature.as_deref();
     let (plan, origin) = plan_binding::resolve(name, global.state.as_deref())?;
     eprint!("{}", summary(&plan, &origin));
     if !plan.approvals_required.iter().any(|r| r == role) {

@@ -76,20 +76,7 @@ fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error
         Some(Command::Verify { path }) => crate::commands::verify(&path),
         Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
         Some(Command::Plan { action }) => crate::plan_commands::plan(&arguments.global, action),
-        Some(Command::Approve {
-            plan,
-            role,
-            key,
-            principal,
-            signature,
-        }) => crate::plan_commands::approve(
-            &arguments.global,
-            &plan,
-            &role,
-            key.as_deref(),
-            principal.as_deref(),
-            signature.as_deref(),
-        ),
+        Some(Command::Approve(args)) => crate::plan_commands::approve(&arguments.global, &args),
         None => {
             let settings = RunSettings::load(
                 arguments.script.as_deref(),
@@ -249,9 +236,7 @@ fn run_on_engine_thread(
         Err(error) => return Err(compile_error(&error, &settings.source_name, &sources)),
     };
     ast.set_source(settings.source_name.as_str());
-    if let Some(binding) = crate::plan_binding::bind(&settings, &sources)? {
-        let _ = ctx.binding.set(binding);
-    }
+    crate::plan_binding::bind(&ctx, &sources)?;
 
     // The shared state (and, for a live run, the release lock) comes before anything is written:
     // a run refused the lock leaves no journal.
@@ -340,26 +325,21 @@ fn run_on_engine_thread(
         let plan = ctx.plan.lock().unwrap_or_else(|e| e.into_inner());
         (plan.effects.clone(), plan.needs.clone())
     };
-    let saved_plan = ctx
-        .binding
-        .get()
-        .map(|b| json!({ "hash": b.plan.hash, "unreached": b.unreached() }));
+    let saved_plan = crate::plan_binding::unreached_event(&ctx);
     journal.emit(
         "plan",
         None,
         json!({ "mode": settings.mode.as_str(), "effects": plan.0, "needs": plan.1, "saved_plan": saved_plan }),
     );
-    let plan_out = crate::plan_binding::write_plan_out(&ctx, &sources, outcome.is_err());
-    if let Err(error) = &plan_out {
-        ctx.log("error", error.render().trim_end());
-    }
+    let saved = crate::plan_binding::save(&ctx, &sources, outcome.is_err());
 
-    let exit_code = outcome.as_ref().map_or_else(Error::code, |()| EXIT_OK);
-    let exit_code = if plan_out.is_err() {
-        exit_code.max(1)
-    } else {
-        exit_code
-    };
+    let exit_code = outcome.as_ref().map_or_else(Error::code, |()| {
+        if saved {
+            EXIT_OK
+        } else {
+            crate::error::EXIT_FAILED
+        }
+    });
     let outcome_name = match &outcome {
         Ok(()) => "ok",
         Err(Error::Interrupted) => "interrupted",

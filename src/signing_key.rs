@@ -20,7 +20,7 @@ const SSH_AGENT_RSA_SHA2_512: u32 = 4;
 const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub enum SigningKey {
-    File(PrivateKey),
+    File(Box<PrivateKey>),
     Agent { socket: PathBuf, key: PublicKey },
 }
 
@@ -59,13 +59,13 @@ impl SigningKey {
         let key = PrivateKey::from_openssh(text.as_bytes())
             .map_err(|e| format!("{} is not an OpenSSH private key: {e}", path.display()))?;
         if !key.is_encrypted() {
-            return Ok(Self::File(key));
+            return Ok(Self::File(Box::new(key)));
         }
         let passphrase = ask_passphrase(path)?;
         let key = key
             .decrypt(passphrase.as_bytes())
             .map_err(|_| format!("wrong passphrase for {}", path.display()))?;
-        Ok(Self::File(key))
+        Ok(Self::File(Box::new(key)))
     }
 
     pub fn public(&self) -> KeyData {

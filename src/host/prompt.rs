@@ -527,10 +527,12 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
 
     let docs = "Asks for a sign-off by `role` (id `approve_<role>`); returns\n\
                 `#{ id, role, approver, time, script_sha256, plan_hash, planned }` and journals an `approval` event.\n\
-                A non-interactive answer is the approver's identity or true (GLOW_APPROVER, else git user.email,\n\
-                else the OS user); false/\"no\" declines (an error). --yes never approves.\n\
+                In a live run bound to a saved plan (--plan) it is satisfied by an SSH signature over the plan's hash\n\
+                (see `glow-run approve`), waiting up to `wait` for one with --state. Otherwise a typed answer: an e-mail\n\
+                or a principal listed in [approvals] roles, or true (GLOW_APPROVER, else git user.email, else the OS user);\n\
+                no/decline/reject/cancel/abort/nope decline (an error). --yes never approves; --env-file never answers.\n\
                 Policy `[approvals] distinct_from_initiator = true` refuses the identity that started the run.\n\
-                Options: `id`, `question`.";
+                Options: `id`, `question`, `wait` (e.g. \"30m\").";
     let c = ctx.clone();
     add_fn(
         &mut module,
