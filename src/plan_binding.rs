@@ -264,7 +264,10 @@ fn differences(plan: &PlanFile, settings: &RunSettings, sources: &SharedSources)
             if unset.is_empty() { String::new() } else { format!(" (unset there: {})", unset.join(", ")) }
         ));
     }
-    if plan.script.path != settings.source_name || plan.script.sha256 != settings.sha256 {
+    let path = |p: &str| p.trim_start_matches("./").to_owned();
+    if path(&plan.script.path) != path(&settings.source_name)
+        || plan.script.sha256 != settings.sha256
+    {
         out.push(format!(
             "script: the plan is of {} sha256 {}, this run is {} sha256 {}",
             plan.script.path, plan.script.sha256, settings.source_name, settings.sha256

@@ -776,9 +776,18 @@ fn an_encrypted_key_asks_its_passphrase_at_the_terminal_and_an_agent_key_signs_t
     assert_eq!(plan["approvals"].as_array().unwrap().len(), 2);
     expect_status(&ws.run(&["release.rhai", "--plan", "plan.json"]), 0);
     let text = std::fs::read_to_string(ws.root().join("plan.json")).unwrap();
-    assert!(!text.contains(PASSPHRASE), "the passphrase is in the plan file");
-    assert!(!text.contains("PRIVATE KEY"), "a private key is in the plan file");
-    assert_eq!(read_json(&ws.root().join("plan.json"))["hash"], hash.as_str());
+    assert!(
+        !text.contains(PASSPHRASE),
+        "the passphrase is in the plan file"
+    );
+    assert!(
+        !text.contains("PRIVATE KEY"),
+        "a private key is in the plan file"
+    );
+    assert_eq!(
+        read_json(&ws.root().join("plan.json"))["hash"],
+        hash.as_str()
+    );
 }
 
 #[test]
@@ -963,6 +972,7 @@ fn plans_by_hash_in_the_shared_state_and_a_run_waiting_for_a_signature() {
         ]),
         0,
     );
+    let signed_at = chrono::Utc::now();
     let output = wait_with_timeout(child, TIMEOUT);
     let rest: Vec<String> = receiver.try_iter().collect();
     assert_eq!(
@@ -979,6 +989,13 @@ fn plans_by_hash_in_the_shared_state_and_a_run_waiting_for_a_signature() {
         approvals
             .iter()
             .all(|a| a["method"] == "ssh-signature" && a["plan_hash"] == hash.as_str())
+    );
+    // A figure, not an assertion (no timing assertions): how soon the run saw the signature.
+    let seen_at =
+        chrono::DateTime::parse_from_rfc3339(approvals[1]["time"].as_str().unwrap()).unwrap();
+    eprintln!(
+        "signature seen {} ms after `glow-run approve` ended",
+        (seen_at.with_timezone(&chrono::Utc) - signed_at).num_milliseconds()
     );
     let dump = postgres::cluster().dump(&db.name);
     assert!(dump.contains(&hash), "the plan is not in the shared state");
@@ -1106,40 +1123,36 @@ fn release_on_staging_from_plan_to_three_signatures_to_the_live_run() {
 
     // Three approvers, three keys: glow-run approve, ssh-keygen -Y sign, and an encrypted key
     // at a terminal.
-    expect_status(
-        &glow(
-            &root,
-            &[
-                "approve",
-                "plan.json",
-                "--role",
-                "security",
-                "--key",
-                "keys/alice",
-            ],
-            &[],
-        ),
-        0,
+    let alice = glow(
+        &root,
+        &[
+            "approve",
+            "plan.json",
+            "--role",
+            "security",
+            "--key",
+            "keys/alice",
+        ],
+        &[],
     );
+    expect_status(&alice, 0);
     let sig = ssh_sign(&keys.join("dana"), &hash, "glow-run-plan");
     std::fs::write(root.join("dana.sig"), sig).unwrap();
-    expect_status(
-        &glow(
-            &root,
-            &[
-                "approve",
-                "plan.json",
-                "--role",
-                "devops",
-                "--principal",
-                "dana@example.com",
-                "--signature",
-                "@dana.sig",
-            ],
-            &[],
-        ),
-        0,
+    let dana = glow(
+        &root,
+        &[
+            "approve",
+            "plan.json",
+            "--role",
+            "devops",
+            "--principal",
+            "dana@example.com",
+            "--signature",
+            "@dana.sig",
+        ],
+        &[],
     );
+    expect_status(&dana, 0);
     let mut command = Command::new(BIN);
     hermetic(&mut command);
     command.current_dir(&root).args([
@@ -1155,7 +1168,11 @@ fn release_on_staging_from_plan_to_three_signatures_to_the_live_run() {
     session.expect("Passphrase").expect("passphrase prompt");
     session.send(format!("{PASSPHRASE}\r")).unwrap();
     let signed = session.expect(expectrl::Eof).unwrap();
-    assert!(String::from_utf8_lossy(signed.as_bytes()).contains("as product by pat@example.com"));
+    let pat = String::from_utf8_lossy(signed.as_bytes()).into_owned();
+    assert!(pat.contains("as product by pat@example.com"), "{pat}");
+    let shown = glow(&root, &["plan", "show", "plan.json"], &[]);
+    expect_status(&shown, 0);
+    assert_eq!(shown.1.matches(": verifies").count(), 3, "{}", shown.1);
 
     // Refused as stale: another API_BASE_URL, a tampered plan, one line of release.rhai edited.
     let other = run(
@@ -1246,6 +1263,26 @@ fn release_on_staging_from_plan_to_three_signatures_to_the_live_run() {
     );
     let plan_event = journal.iter().find(|e| e["kind"] == "plan").unwrap();
     assert_eq!(plan_event["saved_plan"]["unreached"], serde_json::json!([]));
+    // The flow's transcript (shown with `cargo test --test lib release_on_staging -- --nocapture`).
+    let tail = |text: &str, n: usize| {
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    };
+    eprintln!(
+        "$ glow-run scripts/release.rhai --var workspace=app --var tag=v1.0.0 ... --dry-run --plan-out plan.json\n{}\n\
+         $ glow-run approve plan.json --role security --key keys/alice\n{}\n\
+         $ printf %s $HASH | ssh-keygen -Y sign -n glow-run-plan -f keys/dana > dana.sig\n\
+         $ glow-run approve plan.json --role devops --principal dana@example.com --signature @dana.sig\n{}\n\
+         $ glow-run approve plan.json --role product --key keys/pat\n{}\n\
+         $ glow-run plan show plan.json\n{}\n\
+         $ glow-run scripts/release.rhai --var workspace=app --var tag=v1.0.0 ... --plan plan.json\n{}",
+        tail(&dry.2, 8),
+        tail(&alice.2, 1),
+        tail(&dana.2, 1),
+        tail(&pat, 2),
+        tail(&shown.1, 5),
+        tail(&live.2, 24)
+    );
     assert_clean(
         &staging,
         &plan_path,
