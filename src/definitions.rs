@@ -9,15 +9,12 @@
 
 use crate::config::{Mode, RunSettings, sha256_hex};
 use crate::error::Error;
-use crate::host::HostContext;
 use crate::policy::Policy;
 use crate::redact::Redactor;
-use crate::resolver::{STDLIB, SharedSources, Sources};
+use crate::resolver::STDLIB;
 use include_dir::Dir;
-use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// One definition file: its file name and its text.
@@ -30,19 +27,14 @@ pub struct DefinitionFile {
 /// editor needs when it knows nothing about Rhai); the host namespaces, one file each, the global
 /// functions (`step`, `check`, ...) in `__static__.d.rhai`, and one file per stdlib module.
 pub fn generate(builtins: bool) -> Result<Vec<DefinitionFile>, Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::host("starting the runtime", e))?;
-    let ctx = HostContext::new(
+    let runtime = crate::session::inspection_runtime()?;
+    let crate::session::Session { engine, .. } = crate::session::build(
         Arc::new(settings()?),
         Arc::new(Redactor::new()),
         Arc::new(crate::cancel::Cancel::new()),
         runtime.handle().clone(),
         "defs",
     );
-    let sources: SharedSources = Rc::new(RefCell::new(Sources::default()));
-    let engine = crate::engine::build(&ctx, sources);
     let mut files: Vec<DefinitionFile> = engine
         .definitions()
         .include_standard_packages(builtins)

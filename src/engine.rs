@@ -77,6 +77,7 @@ pub fn build(ctx: &Rc<HostContext>, sources: SharedSources) -> Engine {
         c.log("debug", &format!("{text} ({position})"));
     });
 
+    crate::script_error::register(&mut engine);
     host::register(&mut engine, ctx);
     engine
 }

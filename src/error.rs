@@ -40,8 +40,12 @@ pub enum Error {
     },
     /// Ctrl-C (or SIGTERM) stopped the run.
     Interrupted,
-    /// Anything the host itself could not do (state directory, journal, ...).
-    Host { context: String, message: String },
+    /// Anything the host itself could not do (state directory, journal, ...): what it was
+    /// doing, and why, with the cause's own causes rendered as "caused by" lines.
+    Host {
+        context: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A verification found mismatches (`glow-run verify`).
     Verify { problems: Vec<String> },
     /// Refused before anything ran (a stale saved plan, an approval that does not verify).
@@ -55,10 +59,13 @@ impl Error {
         }
     }
 
-    pub fn host(context: impl Into<String>, message: impl std::fmt::Display) -> Self {
+    pub fn host(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         Self::Host {
             context: context.into(),
-            message: message.to_string(),
+            source: source.into(),
         }
     }
 
@@ -131,8 +138,13 @@ impl Error {
             Self::Interrupted => {
                 let _ = writeln!(out, "error: interrupted");
             }
-            Self::Host { context, message } => {
-                let _ = writeln!(out, "error: {context}: {message}");
+            Self::Host { context, source } => {
+                let _ = writeln!(out, "error: {context}: {source}");
+                let mut cause = source.source();
+                while let Some(error) = cause {
+                    let _ = writeln!(out, "caused by: {error}");
+                    cause = error.source();
+                }
             }
             Self::Verify { problems } => {
                 for problem in problems {
@@ -155,6 +167,14 @@ impl std::fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::ScriptRead { io_error, .. } => Some(io_error),
+            Self::Host { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -22,10 +22,11 @@ pub mod vars;
 use crate::cancel::{Cancel, CancelReason, CancellationToken};
 use crate::config::{Mode, RunSettings};
 use crate::journal::Journal;
-use crate::options::{HostResult, host_error};
+use crate::options::HostResult;
 use crate::plan::{Needs, Plan, PlannedEffect};
 use crate::policy::{Policy, Subject};
 use crate::redact::Redactor;
+use crate::script_error::ScriptError;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position};
 use serde_json::{Value, json};
 use std::cell::RefCell;
@@ -86,6 +87,15 @@ pub struct Effect<'a> {
     /// Safe to perform in a dry run.
     pub read_only: bool,
     pub subject: Subject<'a>,
+}
+
+/// What a live run needs that [`HostContext::missing`] can record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Env,
+    Secret,
+    Var,
+    Program,
 }
 
 /// Whether the gate performed an effect or only planned it.
@@ -197,6 +207,30 @@ impl HostContext {
         update(&mut plan.needs);
     }
 
+    /// Something a live run needs is missing (env, a secret, a var, a program). A dry run
+    /// records it in the plan's needs and goes on (the caller returns a placeholder); a live
+    /// run fails with `error`. The one place, beside the gate, that acts on the mode.
+    pub fn missing(
+        &self,
+        need: Need,
+        names: &[String],
+        error: impl FnOnce() -> Box<EvalAltResult>,
+    ) -> HostResult<()> {
+        if !self.is_dry_run() {
+            return Err(error());
+        }
+        self.needs(|needs| {
+            let set = match need {
+                Need::Env => &mut needs.env,
+                Need::Secret => &mut needs.secrets,
+                Need::Var => &mut needs.vars,
+                Need::Program => &mut needs.programs,
+            };
+            set.extend(names.iter().cloned());
+        });
+        Ok(())
+    }
+
     /// The effects so far (planned in a dry run, performed in a live run), in order.
     pub fn effects(&self) -> Vec<PlannedEffect> {
         self.plan
@@ -248,7 +282,9 @@ impl HostContext {
             event.insert("error".into(), json!(rule));
             self.journal
                 .emit("effect", step.as_deref(), Value::Object(event));
-            return Err(host_error(rule));
+            return Err(ScriptError::new("policy", rule.clone())
+                .with("rule", rule)
+                .into_eval());
         }
 
         let planned = self.is_dry_run() && !effect.read_only;
@@ -278,8 +314,14 @@ impl HostContext {
             return Ok(Outcome::Planned);
         }
 
+        tracing::debug!(
+            namespace = effect.namespace,
+            action = effect.action,
+            "effect"
+        );
         let started = Instant::now();
-        let result = perform(&mut event);
+        let result =
+            perform(&mut event).map_err(|error| ScriptError::name_kind(error, effect.namespace));
         event.insert(
             "duration_ms".into(),
             json!(started.elapsed().as_millis() as u64),
@@ -314,7 +356,10 @@ pub fn is_cancellation(error: &EvalAltResult) -> bool {
 /// The message of an error without Rhai's position suffix.
 pub fn error_text(error: &EvalAltResult) -> String {
     match error {
-        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        EvalAltResult::ErrorRuntime(value, _) => match value.clone().try_cast::<ScriptError>() {
+            Some(error) => error.message,
+            None => value.to_string(),
+        },
         EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
         | EvalAltResult::ErrorInModule(_, inner, _) => error_text(inner),
         other => {

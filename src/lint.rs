@@ -8,13 +8,10 @@
 
 use crate::config::{Mode, RunSettings};
 use crate::error::{EXIT_OK, Error};
-use crate::host::HostContext;
 use crate::redact::Redactor;
-use crate::resolver::{STDLIB_PREFIX, SharedSources, Sources, display_path};
-use std::cell::RefCell;
+use crate::resolver::{STDLIB_PREFIX, SharedSources, display_path};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Arc;
 
 /// The host namespaces and their function names, read from an engine's metadata.
@@ -66,31 +63,24 @@ fn compile_parts(
     let mut settings = settings.clone();
     settings.mode = Mode::DryRun;
     let settings = Arc::new(settings);
-    let ctx = HostContext::new(
+    let crate::session::Session {
+        engine, sources, ..
+    } = crate::session::build(
         settings.clone(),
         Arc::new(Redactor::new()),
         Arc::new(crate::cancel::Cancel::new()),
         runtime.clone(),
         "check",
     );
-    let sources: SharedSources = Rc::new(RefCell::new(Sources::default()));
-    sources
-        .borrow_mut()
-        .texts
-        .insert(settings.source_name.clone(), settings.text.clone());
-    let engine = crate::engine::build(&ctx, sources.clone());
     let result = engine
         .compile_into_self_contained(&rhai::Scope::new(), &settings.text)
         .map(|_| ())
-        .map_err(|error| crate::run::compile_error(&error, &settings.source_name, &sources));
+        .map_err(|error| crate::diagnostic::compile_error(&error, &settings.source_name, &sources));
     (Compiled { engine, sources }, result)
 }
 
 pub fn check(scripts: &[PathBuf], stdlib: Option<PathBuf>) -> Result<i32, Error> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::host("starting the runtime", e))?;
+    let runtime = crate::session::inspection_runtime()?;
     let mut findings = Vec::new();
     for script in scripts {
         let flags = crate::arguments::RunFlags {
@@ -157,119 +147,52 @@ pub struct Spanned {
     pub column: usize,
 }
 
-/// Splits source into tokens, skipping comments and whitespace.
+/// Splits source into tokens with Rhai's own tokenizer (so strings, comments, escapes and
+/// numbers are read exactly as the compiler reads them). Keywords become `Ident`s, `#{` becomes
+/// `#` `{`, and a string with interpolation is one `Str` per literal part.
 pub fn tokenize(text: &str) -> Vec<Spanned> {
-    let chars: Vec<char> = text.chars().collect();
+    let engine = rhai::Engine::new_raw();
+    let inputs = [text];
+    let (stream, _control) = engine.lex(&inputs);
     let mut tokens = Vec::new();
-    let (mut i, mut line, mut column) = (0usize, 1usize, 1usize);
-    let advance = |i: &mut usize, line: &mut usize, column: &mut usize, c: char| {
-        *i += 1;
-        if c == '\n' {
-            *line += 1;
-            *column = 1;
-        } else {
-            *column += 1;
-        }
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        let (start_line, start_column) = (line, column);
-        if c.is_whitespace() {
-            advance(&mut i, &mut line, &mut column, c);
-        } else if c == '/' && chars.get(i + 1) == Some(&'/') {
-            while i < chars.len() && chars[i] != '\n' {
-                {
-                    let ch = chars[i];
-                    advance(&mut i, &mut line, &mut column, ch);
+    for (token, position) in stream {
+        let (Some(line), Some(column)) = (position.line(), position.position()) else {
+            continue;
+        };
+        let mut push = |token: Token, column: usize| {
+            tokens.push(Spanned {
+                token,
+                line,
+                column,
+            });
+        };
+        match token {
+            rhai::Token::EOF => break,
+            rhai::Token::LexError(_) | rhai::Token::Comment(_) => {}
+            rhai::Token::Identifier(name)
+            | rhai::Token::Reserved(name)
+            | rhai::Token::Custom(name) => push(Token::Ident(name.to_string()), column),
+            rhai::Token::StringConstant(text) | rhai::Token::InterpolatedString(text) => {
+                push(Token::Str(text.to_string()), column);
+            }
+            rhai::Token::MapStart => {
+                push(punct("#"), column);
+                push(punct("{"), column + 1);
+            }
+            rhai::Token::Unit => {
+                push(punct("("), column);
+                push(punct(")"), column + 1);
+            }
+            // A number or character literal: only its text matters to the lints.
+            other if !other.is_literal() => push(Token::Ident(other.to_string()), column),
+            other => {
+                let syntax = other.literal_syntax();
+                if syntax.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                    push(Token::Ident(syntax.to_owned()), column);
+                } else {
+                    push(punct(syntax), column);
                 }
             }
-        } else if c == '/' && chars.get(i + 1) == Some(&'*') {
-            let mut depth = 0usize;
-            while i < chars.len() {
-                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
-                    depth += 1;
-                    advance(&mut i, &mut line, &mut column, '/');
-                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
-                    depth -= 1;
-                    advance(&mut i, &mut line, &mut column, '*');
-                    advance(&mut i, &mut line, &mut column, '/');
-                    if depth == 0 {
-                        break;
-                    }
-                    continue;
-                }
-                {
-                    let ch = chars[i];
-                    advance(&mut i, &mut line, &mut column, ch);
-                }
-            }
-        } else if c == '"' || c == '`' || c == '\'' {
-            let quote = c;
-            let mut value = String::new();
-            advance(&mut i, &mut line, &mut column, c);
-            while i < chars.len() && chars[i] != quote {
-                if chars[i] == '\\' && quote != '`' {
-                    advance(&mut i, &mut line, &mut column, '\\');
-                    if i < chars.len() {
-                        value.push(chars[i]);
-                        {
-                            let ch = chars[i];
-                            advance(&mut i, &mut line, &mut column, ch);
-                        }
-                    }
-                    continue;
-                }
-                value.push(chars[i]);
-                {
-                    let ch = chars[i];
-                    advance(&mut i, &mut line, &mut column, ch);
-                }
-            }
-            if i < chars.len() {
-                advance(&mut i, &mut line, &mut column, quote);
-            }
-            tokens.push(Spanned {
-                token: Token::Str(value),
-                line: start_line,
-                column: start_column,
-            });
-        } else if c.is_alphanumeric() || c == '_' {
-            let mut word = String::new();
-            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                word.push(chars[i]);
-                {
-                    let ch = chars[i];
-                    advance(&mut i, &mut line, &mut column, ch);
-                }
-            }
-            tokens.push(Spanned {
-                token: Token::Ident(word),
-                line: start_line,
-                column: start_column,
-            });
-        } else if c == ':' && chars.get(i + 1) == Some(&':') {
-            advance(&mut i, &mut line, &mut column, ':');
-            advance(&mut i, &mut line, &mut column, ':');
-            tokens.push(Spanned {
-                token: Token::Punct("::".into()),
-                line: start_line,
-                column: start_column,
-            });
-        } else if c == '|' && chars.get(i + 1) == Some(&'|') {
-            advance(&mut i, &mut line, &mut column, '|');
-            advance(&mut i, &mut line, &mut column, '|');
-            tokens.push(Spanned {
-                token: Token::Punct("||".into()),
-                line: start_line,
-                column: start_column,
-            });
-        } else {
-            advance(&mut i, &mut line, &mut column, c);
-            tokens.push(Spanned {
-                token: Token::Punct(c.to_string()),
-                line: start_line,
-                column: start_column,
-            });
         }
     }
     tokens
@@ -283,28 +206,10 @@ fn finding(file: &str, line: usize, column: usize, message: &str, text: &str) ->
 /// The closest known name (edit distance at most 3), for "did you mean".
 fn suggest<'a>(wanted: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a String> {
     known
-        .map(|name| (edit_distance(wanted, name), name))
+        .map(|name| (strsim::levenshtein(wanted, name), name))
         .filter(|(distance, _)| *distance <= 3)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, name)| name)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            current.push(
-                (previous[j] + cost)
-                    .min(previous[j + 1] + 1)
-                    .min(current[j] + 1),
-            );
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 /// The lints over one source text (no other file involved).
@@ -568,31 +473,15 @@ fn prompt_id(function: &str, args: &[&[Spanned]]) -> Option<String> {
                 token: Token::Str(text),
                 ..
             },
-        ] if function == "approve" => Some(prompt_id_of(&format!("approve_{text}"))),
+        ] if function == "approve" => Some(crate::prompt_id::approve_id(text)),
         [
             Spanned {
                 token: Token::Str(text),
                 ..
             },
-        ] => Some(prompt_id_of(text)),
+        ] => Some(crate::prompt_id::slug(text)),
         _ => None,
     }
-}
-
-/// The prompt id rule: lower case, each run of characters outside a-z0-9 becomes `_`.
-pub fn prompt_id_of(text: &str) -> String {
-    let mut id = String::new();
-    let mut in_run = false;
-    for c in text.to_lowercase().chars() {
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            id.push(c);
-            in_run = false;
-        } else if !in_run {
-            id.push('_');
-            in_run = true;
-        }
-    }
-    id
 }
 
 /// Where a name was first used, as a finding on `file` should say it.
@@ -609,15 +498,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prompt_ids_follow_the_rule() {
+    fn prompt_ids_follow_the_rule_prompt_uses() {
+        let tokens = tokenize(r#"prompt::confirm("???"); prompt::approve("release-manager")"#);
+        let confirm = arguments(&tokens, 3);
+        assert_eq!(prompt_id("confirm", &confirm).as_deref(), Some("prompt"));
+        let approve = arguments(&tokens, 10);
         assert_eq!(
-            prompt_id_of("Deploy to PRODUCTION now?"),
-            "deploy_to_production_now_"
+            prompt_id("approve", &approve).as_deref(),
+            Some("approve_release_manager")
         );
+    }
+
+    #[test]
+    fn the_tokenizer_is_rhais() {
+        let tokens = tokenize("let m = #{ id: \"a\\\"b\" }; // step(x)\nfn f() {}");
+        let texts: Vec<String> = tokens
+            .iter()
+            .map(|t| match &t.token {
+                Token::Ident(s) | Token::Punct(s) => s.clone(),
+                Token::Str(s) => format!("str:{s}"),
+            })
+            .collect();
         assert_eq!(
-            prompt_id_of("approve_release-manager"),
-            "approve_release_manager"
+            texts,
+            [
+                "let", "m", "=", "#", "{", "id", ":", "str:a\"b", "}", ";", "fn", "f", "(", ")",
+                "{", "}"
+            ]
         );
+        assert_eq!((tokens[10].line, tokens[10].column), (2, 1));
     }
 
     #[test]

@@ -1,17 +1,21 @@
 //! Typed access to a Rhai options map (`#{ timeout: "90s", check: false }`), shared by every
 //! namespace. An unknown key is an error naming it, so a typo never silently changes behaviour.
 
+use crate::script_error::{ScriptError, UNNAMED_KIND};
 use rhai::{Dynamic, EvalAltResult, FnPtr, Map};
 use std::time::Duration;
 
 pub type HostResult<T> = Result<T, Box<EvalAltResult>>;
 
-/// Builds the error a host function throws. Rhai adds the call site's position.
+/// Builds the error a host function throws (a [`ScriptError`] whose kind the effect gate fills
+/// in with its namespace). Rhai adds the call site's position.
 pub fn host_error(message: impl Into<String>) -> Box<EvalAltResult> {
-    Box::new(EvalAltResult::ErrorRuntime(
-        Dynamic::from(message.into()),
-        rhai::Position::NONE,
-    ))
+    ScriptError::new(UNNAMED_KIND, message).into_eval()
+}
+
+/// A host error of a known kind (`timeout`, `check`, `http`, ...).
+pub fn kind_error(kind: &str, message: impl Into<String>) -> Box<EvalAltResult> {
+    ScriptError::new(kind, message).into_eval()
 }
 
 pub struct Options {

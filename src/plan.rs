@@ -3,10 +3,10 @@
 //! Both are filled by the one effect gate, so a dry run's plan and a live run's effect list
 //! come from the same calls.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PlannedEffect {
     /// 1-based position in the plan.
     pub index: usize,
@@ -27,7 +27,8 @@ impl PlannedEffect {
 }
 
 /// What a live run still needs that this (dry) run found missing.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Needs {
     pub env: BTreeSet<String>,
     pub secrets: BTreeSet<String>,

@@ -3,7 +3,10 @@
 //! engine limits. A missing file means permissive defaults with engine limits on. An unknown
 //! key is a configuration error (exit 2) naming it, so a misspelt rule never silently allows.
 
+mod fs;
+
 use crate::error::Error;
+pub use fs::FsPolicy;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,6 +22,8 @@ pub struct Policy {
     pub http: HttpPolicy,
     #[serde(default)]
     pub sql: SqlPolicy,
+    #[serde(default)]
+    pub fs: FsPolicy,
     #[serde(default)]
     pub artifacts: ArtifactsPolicy,
     #[serde(default)]
@@ -197,6 +202,8 @@ pub enum Subject<'a> {
     Shell,
     Host(&'a str),
     SqlWrite,
+    /// A file a read-only `fs` function looks at (`[fs] allow`).
+    Path(&'a Path),
     None,
 }
 
@@ -292,6 +299,7 @@ impl Policy {
                     ))
                 }
             }
+            Subject::Path(path) => self.fs.check(path, &self.file_label()),
             Subject::None => Ok(()),
         }
     }

@@ -1,151 +1,31 @@
-//! A run's life: parse the command line, load settings, compile, run the script on its own
-//! engine thread with a tokio runtime for I/O, run compensations when a step fails, print the
-//! plan and summary, and map the outcome to an exit code. Errors are rendered here, once,
-//! through the run's redactor.
+//! A run's life: compile, run the script on its own engine thread with a tokio runtime for
+//! I/O, run compensations when a step fails, journal the plan and the end, print the summary,
+//! and map the outcome to an exit code.
 
-use crate::arguments::{Arguments, Command};
-use crate::cancel::{Cancel, CancelReason};
+use crate::cancel::Cancel;
 use crate::config::{Mode, RunSettings};
-use crate::engine::{self, MEMORY_TOKEN};
-use crate::error::{EXIT_INTERRUPTED, EXIT_OK, Error};
-use crate::host::{HostContext, error_text};
+use crate::diagnostic;
+use crate::error::{EXIT_OK, Error};
+use crate::host::HostContext;
 use crate::journal::Journal;
 use crate::redact::Redactor;
 use crate::reporter::{Reporter, format_ms};
-use crate::resolver::{STDLIB_PREFIX, SharedSources, Sources};
-use crate::span::Location;
-use clap::Parser;
-use rhai::{Dynamic, EvalAltResult, Position};
+use crate::resolver::SharedSources;
+use crate::session::{self, Session};
+use rhai::Dynamic;
 use serde_json::json;
-use std::cell::RefCell;
-use std::ffi::OsString;
 use std::io::Write;
-use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Stack size of the engine thread: deep but bounded script recursion needs room.
 const ENGINE_STACK: usize = 64 * 1024 * 1024;
 
-/// The entry point of the binary: returns the process exit code.
-pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
-    init_tracing();
-    let arguments = match Arguments::try_parse_from(args) {
-        Ok(arguments) => arguments,
-        Err(error) => {
-            let code = if error.use_stderr() {
-                crate::error::EXIT_USAGE
-            } else {
-                EXIT_OK
-            };
-            let _ = error.print();
-            return code;
-        }
-    };
-    let redactor = Arc::new(Redactor::new());
-    match dispatch(arguments, &redactor) {
-        Ok(code) => code,
-        Err(error) => {
-            let text = error.render();
-            let _ = std::io::stderr().write_all(redactor.redact(&text).as_bytes());
-            error.code()
-        }
-    }
-}
-
-fn init_tracing() {
-    if let Ok(filter) = std::env::var("GLOW_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
-}
-
-fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error> {
-    match arguments.command {
-        Some(Command::Check { scripts, stdlib }) => crate::commands::check(&scripts, stdlib),
-        Some(Command::Runs { limit }) => crate::commands::runs(&arguments.global, limit),
-        Some(Command::Show { run_id }) => crate::commands::show(&arguments.global, &run_id),
-        Some(Command::Resume { run_id, force, run }) => {
-            crate::commands::resume(&arguments.global, &run_id, force, run, redactor)
-        }
-        Some(Command::Bundle { run_id, output }) => {
-            crate::commands::bundle(&arguments.global, &run_id, &output)
-        }
-        Some(Command::Verify { path }) => crate::commands::verify(&path),
-        Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
-        Some(Command::Plan { action }) => crate::plan_commands::plan(&arguments.global, action),
-        Some(Command::Approve(args)) => crate::plan_commands::approve(&arguments.global, &args),
-        None => {
-            let settings = RunSettings::load(
-                arguments.script.as_deref(),
-                arguments.eval.as_deref(),
-                arguments.run.clone(),
-                &arguments.global,
-            )?;
-            if settings.flags.watch {
-                return crate::watcher::watch(settings);
-            }
-            execute(settings, redactor)
-        }
-    }
-}
-
-/// The tokio runtime that serves a run's I/O. Two workers: the engine thread blocks on it, and
-/// child output, timers and signals progress meanwhile.
-pub fn new_runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("glow-io")
-        .enable_all()
-        .build()
-        .map_err(|e| Error::host("starting the I/O runtime", e))
-}
-
-/// Cancels the run on Ctrl-C or SIGTERM; a second Ctrl-C exits at once.
-pub fn watch_signals(
-    runtime: &tokio::runtime::Runtime,
-    cancel: Arc<Cancel>,
-) -> tokio::task::JoinHandle<()> {
-    on_interrupt(runtime, move || {
-        cancel.cancel_run(CancelReason::Interrupted)
-    })
-}
-
-/// Calls `on_first` at the first Ctrl-C or SIGTERM; a second one exits the process at once
-/// (exit 130), for the person whose run does not stop fast enough.
-pub fn on_interrupt(
-    runtime: &tokio::runtime::Runtime,
-    on_first: impl FnOnce() + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    runtime.spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut interrupt), Ok(mut terminate)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        on_first();
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        let _ = std::io::stderr().write_all(b"error: interrupted twice; exiting now\n");
-        std::process::exit(EXIT_INTERRUPTED);
-    })
-}
-
 /// Runs one script to the end and returns its exit code.
 pub fn execute(settings: RunSettings, redactor: &Arc<Redactor>) -> Result<i32, Error> {
-    let runtime = new_runtime()?;
+    let runtime = session::new_runtime()?;
     let cancel = Arc::new(Cancel::new());
-    let signals = watch_signals(&runtime, cancel.clone());
+    let signals = session::watch_signals(&runtime, cancel.clone());
     let code = execute_with(
         Arc::new(settings),
         redactor.clone(),
@@ -202,7 +82,15 @@ fn run_on_engine_thread(
     finished: Option<Arc<Mutex<Finished>>>,
 ) -> Result<i32, Error> {
     let run_id = new_run_id();
-    let ctx = HostContext::new(
+    let run_dir = settings.state_dir.join("runs").join(&run_id);
+    // Started before the engine is built and the script compiled, so that opening the run
+    // index overlaps them instead of adding to the start-up.
+    let index = crate::state::start(&settings, Some(run_dir.join("journal.jsonl")))?;
+    let Session {
+        ctx,
+        engine,
+        sources,
+    } = session::build(
         settings.clone(),
         redactor.clone(),
         cancel.clone(),
@@ -211,16 +99,6 @@ fn run_on_engine_thread(
     );
     let journal = ctx.journal.clone();
     journal.add_sink(Arc::new(Reporter::new(settings.flags.format)));
-    let sources: SharedSources = Rc::new(RefCell::new(Sources::default()));
-    sources
-        .borrow_mut()
-        .texts
-        .insert(settings.source_name.clone(), settings.text.clone());
-    let run_dir = settings.state_dir.join("runs").join(&run_id);
-    // Started before the engine is built and the script compiled, so that opening the run
-    // index overlaps them instead of adding to the start-up.
-    let index = crate::state::start(&settings, Some(run_dir.join("journal.jsonl")))?;
-    let engine = engine::build(&ctx, sources.clone());
 
     let report_files = |sources: &SharedSources| {
         if let Some(finished) = &finished {
@@ -233,7 +111,13 @@ fn run_on_engine_thread(
     report_files(&sources);
     let mut ast = match compiled {
         Ok(ast) => ast,
-        Err(error) => return Err(compile_error(&error, &settings.source_name, &sources)),
+        Err(error) => {
+            return Err(diagnostic::compile_error(
+                &error,
+                &settings.source_name,
+                &sources,
+            ));
+        }
     };
     ast.set_source(settings.source_name.as_str());
     crate::plan_binding::bind(&ctx, &sources)?;
@@ -291,7 +175,12 @@ fn run_on_engine_thread(
             }
             Ok(())
         }
-        Err(error) => Err(runtime_error(&ctx, &error, &settings.source_name, &sources)),
+        Err(error) => Err(diagnostic::runtime_error(
+            &ctx,
+            &error,
+            &settings.source_name,
+            &sources,
+        )),
     };
     // `--only deploy` with no step named so ran nothing: say so rather than report success.
     let outcome = match (
@@ -446,139 +335,4 @@ fn print_summary(
     out.push('\n');
     let text = ctx.redactor.redact(&out);
     let _ = std::io::stderr().write_all(text.as_bytes());
-}
-
-/// Finds where an error really happened: the innermost call's source and position.
-fn innermost<'a>(
-    error: &'a EvalAltResult,
-    mut source: Option<&'a str>,
-) -> (&'a EvalAltResult, Option<&'a str>, Position) {
-    let mut current = error;
-    let mut position = error.position();
-    loop {
-        match current {
-            EvalAltResult::ErrorInFunctionCall(_, fn_source, inner, pos) => {
-                if !fn_source.is_empty() {
-                    source = Some(fn_source.as_str());
-                }
-                if !pos.is_none() {
-                    position = *pos;
-                }
-                current = inner;
-            }
-            EvalAltResult::ErrorInModule(name, inner, pos) => {
-                if !pos.is_none() {
-                    position = *pos;
-                }
-                source = Some(name.as_str());
-                current = inner;
-            }
-            leaf => {
-                if !leaf.position().is_none() {
-                    position = leaf.position();
-                }
-                return (leaf, source, position);
-            }
-        }
-    }
-}
-
-fn location_of(source: &str, position: Position, sources: &SharedSources) -> Option<Location> {
-    let line = position.line()?;
-    let column = position.position().unwrap_or(1);
-    let sources = sources.borrow();
-    let text = sources.texts.get(source).map(String::as_str);
-    Some(Location::new(source, line, column, text))
-}
-
-pub fn compile_error(error: &EvalAltResult, script: &str, sources: &SharedSources) -> Error {
-    let (leaf, source, position) = innermost(error, Some(script));
-    let source = source.unwrap_or(script);
-    let message = match leaf {
-        EvalAltResult::ErrorParsing(kind, _) => format!("syntax error: {kind}"),
-        other => error_text(other),
-    };
-    let message = if source.starts_with(STDLIB_PREFIX) || source != script {
-        format!("{message} (in module {source})")
-    } else {
-        message
-    };
-    Error::Compile {
-        message,
-        location: location_of(source, position, sources),
-    }
-}
-
-/// Turns a Rhai runtime error into the run's error, naming the limit or the step.
-fn runtime_error(
-    ctx: &HostContext,
-    error: &EvalAltResult,
-    script: &str,
-    sources: &SharedSources,
-) -> Error {
-    let (leaf, source, position) = innermost(error, Some(script));
-    let limits = &ctx.policy.limits;
-    let message = match leaf {
-        EvalAltResult::ErrorTerminated(token, _) => {
-            let token = token.to_string();
-            if token == MEMORY_TOKEN {
-                format!(
-                    "memory limit exceeded: the script used more than {} ([limits] memory in glow.toml)",
-                    bytesize::ByteSize(limits.memory)
-                )
-            } else {
-                match ctx.cancel.reason() {
-                    Some(CancelReason::Interrupted) | Some(CancelReason::Reload) | None => {
-                        return Error::Interrupted;
-                    }
-                    Some(CancelReason::StepTimeout { step, after, .. }) => {
-                        format!(
-                            "step '{step}' timed out after {}",
-                            humantime::format_duration(after)
-                        )
-                    }
-                }
-            }
-        }
-        EvalAltResult::ErrorTooManyOperations(_) => format!(
-            "operation limit exceeded: the script ran more than {} operations ([limits] max_operations in glow.toml)",
-            limits.max_operations
-        ),
-        EvalAltResult::ErrorStackOverflow(_) => format!(
-            "call depth limit exceeded: more than {} nested calls ([limits] call_levels in glow.toml)",
-            limits.call_levels
-        ),
-        EvalAltResult::ErrorDataTooLarge(what, _) => {
-            format!("size limit exceeded: {what} is too large")
-        }
-        EvalAltResult::ErrorTooManyVariables(_) => {
-            format!(
-                "variable limit exceeded: more than {} variables ([limits] variables)",
-                limits.variables
-            )
-        }
-        EvalAltResult::ErrorTooManyModules(_) => {
-            format!(
-                "module limit exceeded: more than {} modules ([limits] modules)",
-                limits.modules
-            )
-        }
-        EvalAltResult::ErrorParsing(kind, _) => {
-            return Error::Compile {
-                message: format!("syntax error: {kind}"),
-                location: location_of(source.unwrap_or(script), position, sources),
-            };
-        }
-        other => error_text(other),
-    };
-    let source = source.unwrap_or(script);
-    Error::Script {
-        message,
-        location: location_of(source, position, sources),
-        step: ctx
-            .failed_step
-            .borrow()
-            .clone()
-            .or_else(|| ctx.current_step()),
-    }
 }

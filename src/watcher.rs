@@ -88,7 +88,7 @@ pub fn watch(settings: RunSettings) -> Result<i32, Error> {
     if settings.mode == Mode::Live {
         confirm_live(&settings)?;
     }
-    let runtime = run::new_runtime()?;
+    let runtime = crate::session::new_runtime()?;
     let (sender, receiver) = channel();
     let current = Arc::new(Mutex::new(None));
     let signals = watch_signals(&runtime, sender.clone(), current.clone());
@@ -447,7 +447,7 @@ fn watch_signals(
     sender: Sender<Message>,
     current: Arc<Mutex<Option<Arc<Cancel>>>>,
 ) -> tokio::task::JoinHandle<()> {
-    crate::run::on_interrupt(runtime, move || {
+    crate::session::on_interrupt(runtime, move || {
         if let Some(cancel) = current.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             cancel.cancel_run(CancelReason::Interrupted);
         }

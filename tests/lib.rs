@@ -2,6 +2,7 @@
 
 mod support;
 
+mod architecture;
 mod authoring;
 mod evidence;
 mod foundation;

@@ -634,7 +634,10 @@ fn the_gate_refuses_an_effect_the_plan_does_not_list_and_reports_unreached_ones(
         run.2
     );
     let journal = last_journal(ws.root());
-    let effect = journal.iter().find(|e| e["kind"] == "effect").unwrap();
+    let effect = journal
+        .iter()
+        .find(|e| e["kind"] == "effect" && e["namespace"] == "exec")
+        .unwrap();
     assert_eq!(effect["outcome"], "denied");
     assert!(
         !journal.iter().any(

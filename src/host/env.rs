@@ -3,8 +3,8 @@
 //! before the script sees it). `--env-file` values are layered over the process environment.
 //! In a dry run a missing name is recorded as something a live run needs, not an error.
 
-use super::{HostContext, add_fn, install};
-use crate::options::{HostResult, host_error};
+use super::{HostContext, Need, add_fn, install};
+use crate::options::{HostResult, kind_error};
 use rhai::{Array, Dynamic, Engine, Map, Module};
 use std::rc::Rc;
 
@@ -35,27 +35,21 @@ pub fn current(settings: &crate::config::RunSettings, name: &str) -> Option<Stri
 }
 
 fn missing(ctx: &HostContext, names: &[String], secret: bool) -> HostResult<()> {
-    if ctx.is_dry_run() {
-        ctx.needs(|needs| {
-            let set = if secret {
-                &mut needs.secrets
-            } else {
-                &mut needs.env
-            };
-            set.extend(names.iter().cloned());
-        });
-        return Ok(());
-    }
-    let kind = if secret {
-        "secret"
+    let (need, kind) = if secret {
+        (Need::Secret, "secret")
     } else {
-        "environment variable"
+        (Need::Env, "environment variable")
     };
-    Err(host_error(if names.len() == 1 {
-        format!("missing {kind} {}", names[0])
-    } else {
-        format!("missing {kind}s: {}", names.join(", "))
-    }))
+    ctx.missing(need, names, || {
+        kind_error(
+            "env",
+            if names.len() == 1 {
+                format!("missing {kind} {}", names[0])
+            } else {
+                format!("missing {kind}s: {}", names.join(", "))
+            },
+        )
+    })
 }
 
 pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {

@@ -10,8 +10,9 @@ use super::{
     DEFAULT_EXEC_TIMEOUT, Effect, HostContext, KILL_GRACE, Outcome, add_fn, install, map_of,
 };
 use crate::journal::Journal;
-use crate::options::{HostResult, Options, host_error};
+use crate::options::{HostResult, Options, host_error, kind_error};
 use crate::policy::Subject;
+use crate::script_error::ScriptError;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use rhai::{Array, Dynamic, Engine, Map, Module};
@@ -266,7 +267,9 @@ fn run(
             message.push_str("\n--- stderr (last lines) ---\n");
             message.push_str(&tail);
         }
-        return Err(host_error(message));
+        return Err(ScriptError::new("exec", message)
+            .with("code", finished.code)
+            .into_eval());
     }
     Ok(map_of([
         ("code", Dynamic::from(finished.code)),
@@ -392,10 +395,13 @@ fn spawn_and_wait(
             })
         }
         Ending::Cancelled => Err(ctx.cancelled_error()),
-        Ending::TimedOut => Err(host_error(format!(
-            "exec::{action}: `{command_line}` timed out after {}; its process group was killed",
-            humantime::format_duration(request.timeout)
-        ))),
+        Ending::TimedOut => Err(kind_error(
+            "timeout",
+            format!(
+                "exec::{action}: `{command_line}` timed out after {}; its process group was killed",
+                humantime::format_duration(request.timeout)
+            ),
+        )),
     }
 }
 

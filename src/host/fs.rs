@@ -1,46 +1,103 @@
 //! Read-only file access: `fs::read(path)`, `fs::exists(path)`, `fs::glob(pattern)`.
 //! Relative paths resolve from the current working directory (run from the repository root).
 //! Nothing here writes: evidence goes through `artifact`, where it is hashed and journaled.
+//!
+//! Every call is a read-only effect through the gate: journaled like any other effect, and
+//! subject to `[fs] allow` (a `glob` returns only the matches that policy lets the script read).
 
-use super::{HostContext, add_fn, install};
+use super::{Effect, HostContext, Outcome, add_fn, install};
 use crate::options::{HostResult, host_error};
+use crate::policy::Subject;
 use rhai::{Array, Dynamic, Engine, Module};
+use serde_json::json;
+use std::path::Path;
 use std::rc::Rc;
 
-pub fn register(engine: &mut Engine, _ctx: &Rc<HostContext>) {
+/// Runs one read through the gate (reads always perform, dry run or not).
+fn read_effect<T>(
+    ctx: &HostContext,
+    action: &'static str,
+    path: &str,
+    perform: impl FnOnce() -> HostResult<T>,
+) -> HostResult<T> {
+    let effect = Effect {
+        namespace: "fs",
+        action,
+        target: path.to_owned(),
+        detail: json!({}),
+        read_only: true,
+        subject: Subject::Path(Path::new(path)),
+    };
+    match ctx.effect(effect, |_| perform())? {
+        Outcome::Done(value) => Ok(value),
+        Outcome::Planned => Err(host_error(format!(
+            "fs::{action}: a read was planned instead of performed"
+        ))),
+    }
+}
+
+pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     let mut module = Module::new();
+    let c = ctx.clone();
     add_fn(
         &mut module,
         "read",
         &["path: String", "String"],
         "The text of a file (UTF-8); an error naming the path when it cannot be read.",
-        |path: &str| -> HostResult<String> {
-            std::fs::read_to_string(path)
-                .map_err(|e| host_error(format!("fs::read: cannot read '{path}': {e}")))
+        move |path: &str| -> HostResult<String> {
+            read_effect(&c, "read", path, || {
+                std::fs::read_to_string(path)
+                    .map_err(|e| host_error(format!("fs::read: cannot read '{path}': {e}")))
+            })
         },
     );
+    let c = ctx.clone();
     add_fn(
         &mut module,
         "exists",
         &["path: String", "bool"],
         "Whether a file or directory exists at `path`.",
-        |path: &str| std::path::Path::new(path).exists(),
+        move |path: &str| -> HostResult<bool> {
+            read_effect(&c, "exists", path, || Ok(Path::new(path).exists()))
+        },
     );
+    let c = ctx.clone();
     add_fn(
         &mut module,
         "glob",
         &["pattern: String", "Array"],
         "Paths matching a glob pattern (`supabase/migrations/*.sql`), sorted.",
-        |pattern: &str| -> HostResult<Array> {
-            let paths = glob::glob(pattern)
-                .map_err(|e| host_error(format!("fs::glob: invalid pattern '{pattern}': {e}")))?;
-            let mut found: Vec<String> = paths
-                .filter_map(Result::ok)
-                .map(|path| path.display().to_string())
-                .collect();
-            found.sort();
+        move |pattern: &str| -> HostResult<Array> {
+            let effect = Effect {
+                namespace: "fs",
+                action: "glob",
+                target: pattern.to_owned(),
+                detail: json!({}),
+                read_only: true,
+                subject: Subject::None,
+            };
+            let found = glob_allowed(&c, pattern, effect)?;
             Ok(found.into_iter().map(Dynamic::from).collect())
         },
     );
     install(engine, "fs", module);
+}
+
+fn glob_allowed(ctx: &HostContext, pattern: &str, effect: Effect<'_>) -> HostResult<Vec<String>> {
+    let outcome = ctx.effect(effect, |event| {
+        let paths = glob::glob(pattern)
+            .map_err(|e| host_error(format!("fs::glob: invalid pattern '{pattern}': {e}")))?;
+        let mut found: Vec<String> = paths
+            .filter_map(Result::ok)
+            .filter(|path| ctx.policy.check(&Subject::Path(path)).is_ok())
+            .map(|path| path.display().to_string())
+            .collect();
+        found.sort();
+        event.insert("matches".into(), json!(found.len()));
+        Ok(found)
+    })?;
+    match outcome {
+        Outcome::Done(found) => Ok(found),
+        Outcome::Planned => Ok(Vec::new()),
+    }
 }

@@ -17,7 +17,7 @@
 use super::{DEFAULT_HTTP_TIMEOUT, Effect, HostContext, Outcome, add_fn, install, map_of};
 use crate::options::{HostResult, Options, host_error};
 use crate::policy::{Policy, Subject};
-use rand::Rng;
+use crate::script_error::ScriptError;
 use reqwest::header::{HeaderName, HeaderValue};
 use rhai::{Dynamic, Engine, Map, Module};
 use serde_json::{Value, json};
@@ -550,7 +550,7 @@ fn classify(error: &reqwest::Error, timeout: Duration) -> Failure {
 }
 
 fn traceparent(ctx: &HostContext) -> String {
-    let span: u64 = rand::rng().random::<u64>() | 1;
+    let span: u64 = rand::random::<u64>() | 1;
     format!("00-{}-{span:016x}-01", ctx.trace_id)
 }
 
@@ -646,9 +646,7 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 fn backoff_delay(base: Duration, retry: u32) -> Duration {
     let full = base.saturating_mul(1_u32 << retry.min(16)).min(MAX_BACKOFF);
     let half = full / 2;
-    half + full
-        .saturating_sub(half)
-        .mul_f64(rand::rng().random::<f64>())
+    half + full.saturating_sub(half).mul_f64(rand::random::<f64>())
 }
 
 /// Journals one attempt (status or failure, and the delay before the next one, if any).
@@ -750,12 +748,22 @@ fn perform(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<(Reply
     };
     match result {
         Ok(reply) => Ok((reply, attempts)),
-        Err(failure) => Err(host_error(ctx.redact(&format!(
-            "{}: {} failed{after}: {}",
-            call.what,
-            call.label(),
-            failure.describe(call.max_body)
-        )))),
+        Err(failure) => {
+            let message = ctx.redact(&format!(
+                "{}: {} failed{after}: {}",
+                call.what,
+                call.label(),
+                failure.describe(call.max_body)
+            ));
+            let kind = if matches!(failure, Failure::TimedOut(_)) {
+                "timeout"
+            } else {
+                "http"
+            };
+            Err(ScriptError::new(kind, message)
+                .with("attempts", i64::from(attempts))
+                .into_eval())
+        }
     }
 }
 
@@ -776,13 +784,17 @@ fn expectation_error(
     } else {
         format!("; body: {excerpt}")
     };
-    host_error(ctx.redact(&format!(
+    let message = ctx.redact(&format!(
         "{}: {} returned {}{after}, expected {}{body}",
         call.what,
         call.label(),
         reply.status_text(),
         call.expect.describe()
-    )))
+    ));
+    ScriptError::new("http", message)
+        .with("status", i64::from(reply.status))
+        .with("attempts", i64::from(attempts))
+        .into_eval()
 }
 
 /// What `json` holds when the body is not JSON: reading anything from it is an error that says so.

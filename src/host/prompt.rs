@@ -75,31 +75,7 @@ impl Source {
     }
 }
 
-/// The id of a question: lower case, each run of characters other than `a-z0-9` turned into one
-/// `_`, with leading and trailing `_` trimmed ("Deploy to production?" -> `deploy_to_production`).
-/// An id with nothing left is `prompt`.
-pub fn slug(text: &str) -> String {
-    let mut id = String::with_capacity(text.len());
-    for c in text.to_lowercase().chars() {
-        if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            id.push(c);
-        } else if !id.ends_with('_') {
-            id.push('_');
-        }
-    }
-    // DESIGN.md's rule taken literally ("Deploy?" -> "deploy_"); answers are also found under
-    // the id without its leading/trailing `_` (see `given`), the form people tend to type.
-    if id.trim_matches('_').is_empty() {
-        "prompt".to_owned()
-    } else {
-        id
-    }
-}
-
-/// The id of `approve(role)`: `approve_` and the role slugged.
-pub fn approve_id(role: &str) -> String {
-    format!("approve_{}", slug(role))
-}
+pub use crate::prompt_id::{approve_id, slug};
 
 /// `GLOW_ANSWER_<ID>`: the id in upper case, any character other than `A-Z0-9_` as `_`.
 pub fn env_name(id: &str) -> String {

@@ -7,7 +7,8 @@
 
 use super::{HostContext, Rollback, StepFrame, error_text, is_cancellation};
 use crate::cancel::CancelReason;
-use crate::options::{HostResult, Options, host_error};
+use crate::options::{HostResult, Options, kind_error};
+use crate::script_error::ScriptError;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
 use serde_json::json;
 use std::rc::Rc;
@@ -42,7 +43,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
             if condition {
                 Ok(())
             } else {
-                Err(host_error(format!("check failed: {message}")))
+                Err(kind_error("check", format!("check failed: {message}")))
             }
         });
 }
@@ -118,11 +119,16 @@ fn run_step(
             let error = match ctx.cancel.clear_step_timeout(depth) {
                 Some(CancelReason::StepTimeout { after, .. }) if is_cancellation(&error) => {
                     let position = error.position();
-                    Box::new(EvalAltResult::ErrorRuntime(
-                        Dynamic::from(format!(
+                    let timeout = ScriptError::new(
+                        "timeout",
+                        format!(
                             "step '{name}' timed out after {}",
                             humantime::format_duration(after)
-                        )),
+                        ),
+                    )
+                    .with("step", name.to_owned());
+                    Box::new(EvalAltResult::ErrorRuntime(
+                        Dynamic::from(timeout),
                         position,
                     ))
                 }

@@ -1,8 +1,8 @@
 //! `vars::get(name)`, `vars::get(name, default)`, `vars::all()`: the `--var KEY=VALUE` values
 //! (always strings). `var` itself is a reserved word in Rhai, hence the namespace.
 
-use super::{HostContext, add_fn, install};
-use crate::options::{HostResult, host_error};
+use super::{HostContext, Need, add_fn, install};
+use crate::options::{HostResult, kind_error};
 use rhai::{Dynamic, Engine, Map, Module};
 use std::rc::Rc;
 
@@ -17,15 +17,14 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         move |name: &str| -> HostResult<String> {
             match c.settings.vars.get(name) {
                 Some(value) => Ok(value.clone()),
-                None if c.is_dry_run() => {
-                    c.needs(|needs| {
-                        needs.vars.insert(name.to_owned());
-                    });
-                    Ok(String::new())
-                }
-                None => Err(host_error(format!(
-                    "missing var '{name}': pass --var {name}=VALUE"
-                ))),
+                None => c
+                    .missing(Need::Var, &[name.to_owned()], || {
+                        kind_error(
+                            "var",
+                            format!("missing var '{name}': pass --var {name}=VALUE"),
+                        )
+                    })
+                    .map(|()| String::new()),
             }
         },
     );
