@@ -14,6 +14,7 @@ pub mod http;
 pub mod json;
 pub mod log;
 pub mod prompt;
+pub mod saved_plan;
 pub mod sql;
 pub mod step;
 pub mod time;

@@ -120,7 +120,7 @@ fn run_on_engine_thread(
         }
     };
     ast.set_source(settings.source_name.as_str());
-    crate::plan_binding::bind(&ctx, &sources)?;
+    crate::host::saved_plan::bind(&ctx, &sources)?;
 
     // The shared state (and, for a live run, the release lock) comes before anything is written:
     // a run refused the lock leaves no journal.
@@ -214,13 +214,13 @@ fn run_on_engine_thread(
         let plan = ctx.plan.lock().unwrap_or_else(|e| e.into_inner());
         (plan.effects.clone(), plan.needs.clone())
     };
-    let saved_plan = crate::plan_binding::unreached_event(&ctx);
+    let saved_plan = crate::host::saved_plan::unreached_event(&ctx);
     journal.emit(
         "plan",
         None,
         json!({ "mode": settings.mode.as_str(), "effects": plan.0, "needs": plan.1, "saved_plan": saved_plan }),
     );
-    let saved = crate::plan_binding::save(&ctx, &sources, outcome.is_err());
+    let saved = crate::host::saved_plan::save(&ctx, &sources, outcome.is_err());
 
     let exit_code = outcome.as_ref().map_or_else(Error::code, |()| {
         if saved {
