@@ -7,6 +7,7 @@
 //! Verify accepts that layout, an unpacked copy of it, or an artifact store itself.
 
 use crate::error::Error;
+use crate::event::{Body, Event};
 use crate::host::artifact::{MANIFEST, TEMP_PREFIX, clean_name};
 use flate2::Compression;
 use flate2::read::GzDecoder;
@@ -44,11 +45,11 @@ fn read_manifest(path: &Path) -> Result<Vec<Listed>, String> {
 }
 
 /// The store root a run wrote to, from its journal's artifact events.
-fn store_root(events: &[Value]) -> Option<PathBuf> {
-    events
-        .iter()
-        .filter(|e| e["kind"] == "artifact" && e["planned"] != true)
-        .find_map(|e| e["root"].as_str().map(PathBuf::from))
+fn store_root(events: &[Event]) -> Option<PathBuf> {
+    events.iter().find_map(|event| match &event.body {
+        Body::Artifact(artifact) if !artifact.planned => Some(PathBuf::from(&artifact.root)),
+        _ => None,
+    })
 }
 
 /// Writes the bundle for the run whose journal is `journal`; returns a one-line summary.

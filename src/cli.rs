@@ -17,6 +17,7 @@ use std::sync::Arc;
 /// The entry point of the binary: returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
     init_tracing();
+    crate::redact::install_panic_hook();
     let arguments = match Arguments::try_parse_from(args) {
         Ok(arguments) => arguments,
         Err(error) => {

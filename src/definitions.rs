@@ -27,6 +27,7 @@ pub struct DefinitionFile {
 /// editor needs when it knows nothing about Rhai); the host namespaces, one file each, the global
 /// functions (`step`, `check`, ...) in `__static__.d.rhai`, and one file per stdlib module.
 pub fn generate(builtins: bool) -> Result<Vec<DefinitionFile>, Error> {
+    crate::host::WITH_DOCS.store(true, std::sync::atomic::Ordering::Relaxed);
     let runtime = crate::session::inspection_runtime()?;
     let crate::session::Session { engine, .. } = crate::session::build(
         Arc::new(settings()?),

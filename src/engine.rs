@@ -2,13 +2,14 @@
 //! variables, the module resolver, `print`/`debug` routed through the journal, the progress
 //! callback that enforces the memory cap and cancellation, and every host namespace.
 
+mod checked;
+
 use crate::alloc;
 use crate::cancel::CancelReason;
 use crate::host::{self, HostContext};
 use crate::policy::Limits;
 use crate::resolver::{Resolver, SharedSources};
 use rhai::{Dynamic, Engine};
-use serde_json::json;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -67,10 +68,15 @@ pub fn build(ctx: &Rc<HostContext>, sources: SharedSources) -> Engine {
     // string-building script ~20% slower than plain Rhai (bench P8 strings). This exact
     // overload for integers is found first (the engine's own namespace) and gives the same text.
     engine.register_fn("to_string", |value: rhai::INT| value.to_string());
+    checked::register(&mut engine, memory_cap);
 
     let c = ctx.clone();
     engine.on_print(move |text| {
-        c.emit("output", json!({ "stream": "script", "line": text }));
+        c.record(crate::event::Body::Output(crate::event::Output {
+            stream: "script".into(),
+            line: text.to_owned(),
+            ..Default::default()
+        }));
     });
     let c = ctx.clone();
     engine.on_debug(move |text, _source, position| {

@@ -289,9 +289,8 @@ impl Event {
 
     /// Masks every registered secret in every value (never in keys or structure).
     pub fn redact(&mut self, redactor: &Redactor) {
-        if redactor.is_empty() {
-            return;
-        }
+        // No early return when no secret is registered: credential shapes (a URL's password,
+        // a bearer value) are masked all the same.
         let text = |value: &mut String| {
             if let std::borrow::Cow::Owned(masked) = redactor.redact(value) {
                 *value = masked;

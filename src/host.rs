@@ -22,14 +22,15 @@ pub mod vars;
 
 use crate::cancel::{Cancel, CancelReason, CancellationToken};
 use crate::config::{Mode, RunSettings};
+use crate::event::{Body, EffectEvent};
 use crate::journal::Journal;
-use crate::options::HostResult;
+use crate::options::{HostResult, host_error};
 use crate::plan::{Needs, Plan, PlannedEffect};
 use crate::policy::{Policy, Subject};
 use crate::redact::Redactor;
 use crate::script_error::ScriptError;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Position};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
@@ -185,18 +186,33 @@ impl HostContext {
     }
 
     /// Journals an event attributed to the current step.
+    pub fn record(&self, body: Body) -> u64 {
+        self.journal.record(self.current_step().as_deref(), body)
+    }
+
+    /// Journals an event given as kind and JSON fields (see [`Journal::emit`]).
     pub fn emit(&self, kind: &str, fields: Value) -> u64 {
         self.journal
             .emit(kind, self.current_step().as_deref(), fields)
     }
 
     pub fn log(&self, level: &str, message: &str) {
-        self.emit("log", json!({ "level": level, "message": message }));
+        self.record(Body::log(level, message));
     }
 
-    /// Registers a secret for redaction everywhere the host writes.
+    /// Registers a secret for redaction everywhere the host writes. A value too short to
+    /// redact (1-2 characters) is reported, never silently left in the clear.
     pub fn register_secret(&self, value: &str) {
-        self.redactor.register(value);
+        if !self.redactor.register(value) && !value.trim_end_matches(['\n', '\r']).is_empty() {
+            self.log(
+                "warn",
+                &format!(
+                    "a secret of {} character(s) is not redacted: secrets shorter than {} characters cannot be",
+                    value.chars().count(),
+                    crate::redact::MIN_SECRET_LEN
+                ),
+            );
+        }
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -220,6 +236,16 @@ impl HostContext {
         if !self.is_dry_run() {
             return Err(error());
         }
+        self.needed(need, names);
+        Ok(())
+    }
+
+    /// Records what a live run will need (a program not on PATH, say) where the call itself goes
+    /// on: a live run fails at the effect, a dry run lists it in the plan's needs.
+    pub fn needed(&self, need: Need, names: &[String]) {
+        if !self.is_dry_run() {
+            return;
+        }
         self.needs(|needs| {
             let set = match need {
                 Need::Env => &mut needs.env,
@@ -229,7 +255,12 @@ impl HostContext {
             };
             set.extend(names.iter().cloned());
         });
-        Ok(())
+    }
+
+    /// Whether the gate would perform an effect of this subject now (not a dry run, and policy
+    /// allows it): a SQL session opened where it would not is read-only from the start.
+    pub fn would_perform(&self, subject: &Subject<'_>) -> bool {
+        !self.is_dry_run() && self.policy.check(subject).is_ok()
     }
 
     /// The effects so far (planned in a dry run, performed in a live run), in order.
@@ -262,6 +293,53 @@ impl HostContext {
         crate::config::sha256_hex(lines.join("\n").as_bytes())
     }
 
+    /// Appends a non-read effect to the plan (the dry run's plan, the live run's effect list);
+    /// returns its 1-based position.
+    fn add_to_plan(&self, effect: &Effect<'_>, step: Option<String>, planned: bool) -> u64 {
+        let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
+        let index = plan.effects.len() + 1;
+        let mut detail = effect.detail.clone();
+        self.redactor.redact_json(&mut detail);
+        plan.effects.push(PlannedEffect {
+            index,
+            step,
+            namespace: effect.namespace.to_owned(),
+            action: effect.action.to_owned(),
+            target: self.redact(&effect.target),
+            detail,
+            planned,
+        });
+        index as u64
+    }
+
+    /// The gate for an effect that may change something: performed in a live run; in a dry run
+    /// (unless read-only) recorded in the plan, and `planned` makes what the call returns
+    /// instead (each effect kind says what its planned value is).
+    pub fn perform<T>(
+        &self,
+        effect: Effect<'_>,
+        planned: impl FnOnce() -> HostResult<T>,
+        perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,
+    ) -> HostResult<T> {
+        match self.effect(effect, perform)? {
+            Outcome::Done(value) => Ok(value),
+            Outcome::Planned => planned(),
+        }
+    }
+
+    /// The gate for a read: journaled and checked against policy, performed in every mode.
+    pub fn read<T>(
+        &self,
+        mut effect: Effect<'_>,
+        perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,
+    ) -> HostResult<T> {
+        effect.read_only = true;
+        match self.effect(effect, perform)? {
+            Outcome::Done(value) => Ok(value),
+            Outcome::Planned => Err(host_error("a read was planned instead of performed")),
+        }
+    }
+
     /// The one effect gate. See the module documentation.
     pub fn effect<T>(
         &self,
@@ -269,20 +347,21 @@ impl HostContext {
         perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,
     ) -> HostResult<Outcome<T>> {
         let step = self.current_step();
-        let mut event = serde_json::Map::new();
-        event.insert("namespace".into(), json!(effect.namespace));
-        event.insert("action".into(), json!(effect.action));
-        event.insert("target".into(), json!(effect.target));
-        event.insert("args".into(), effect.detail.clone());
-        event.insert("read_only".into(), json!(effect.read_only));
+        let mut event = EffectEvent {
+            namespace: effect.namespace.to_owned(),
+            action: effect.action.to_owned(),
+            target: effect.target.clone(),
+            args: effect.detail.clone(),
+            read_only: effect.read_only,
+            ..EffectEvent::default()
+        };
+        let record = |event: EffectEvent| self.journal.record(step.as_deref(), Body::Effect(event));
 
         let refusal = self.policy.check(&effect.subject).err();
         if let Some(rule) = refusal.or_else(|| self.refused_by_plan(step.as_deref(), &effect)) {
-            event.insert("planned".into(), json!(false));
-            event.insert("outcome".into(), json!("denied"));
-            event.insert("error".into(), json!(rule));
-            self.journal
-                .emit("effect", step.as_deref(), Value::Object(event));
+            event.outcome = "denied".into();
+            event.error = Some(rule.clone());
+            record(event);
             return Err(ScriptError::new("policy", rule.clone())
                 .with("rule", rule)
                 .into_eval());
@@ -290,28 +369,12 @@ impl HostContext {
 
         let planned = self.is_dry_run() && !effect.read_only;
         if !effect.read_only {
-            let mut plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
-            let index = plan.effects.len() + 1;
-            plan.effects.push(PlannedEffect {
-                index,
-                step: step.clone(),
-                namespace: effect.namespace.to_owned(),
-                action: effect.action.to_owned(),
-                target: self.redact(&effect.target),
-                detail: {
-                    let mut detail = effect.detail.clone();
-                    self.redactor.redact_json(&mut detail);
-                    detail
-                },
-                planned,
-            });
-            event.insert("index".into(), json!(index));
+            event.index = Some(self.add_to_plan(&effect, step.clone(), planned));
         }
-        event.insert("planned".into(), json!(planned));
+        event.planned = planned;
         if planned {
-            event.insert("outcome".into(), json!("planned"));
-            self.journal
-                .emit("effect", step.as_deref(), Value::Object(event));
+            event.outcome = "planned".into();
+            record(event);
             return Ok(Outcome::Planned);
         }
 
@@ -321,30 +384,22 @@ impl HostContext {
             "effect"
         );
         let started = Instant::now();
-        let result =
-            perform(&mut event).map_err(|error| ScriptError::name_kind(error, effect.namespace));
-        event.insert(
-            "duration_ms".into(),
-            json!(started.elapsed().as_millis() as u64),
-        );
+        let result = perform(&mut event.extra)
+            .map_err(|error| ScriptError::name_kind(error, effect.namespace));
+        event.duration_ms = Some(started.elapsed().as_millis() as u64);
         match &result {
-            Ok(_) => {
-                event.insert("outcome".into(), json!("ok"));
-            }
+            Ok(_) => event.outcome = "ok".into(),
             Err(error) => {
-                event.insert(
-                    "outcome".into(),
-                    json!(if is_cancellation(error) {
-                        "cancelled"
-                    } else {
-                        "failed"
-                    }),
-                );
-                event.insert("error".into(), json!(error_text(error)));
+                event.outcome = if is_cancellation(error) {
+                    "cancelled"
+                } else {
+                    "failed"
+                }
+                .into();
+                event.error = Some(error_text(error));
             }
         }
-        self.journal
-            .emit("effect", step.as_deref(), Value::Object(event));
+        record(event);
         result.map(Outcome::Done)
     }
 }
@@ -404,6 +459,9 @@ pub fn map_of<const N: usize>(pairs: [(&str, Dynamic); N]) -> rhai::Map {
         .collect()
 }
 
+/// Whether namespace functions carry their doc comments (set by `glow-run defs`).
+pub static WITH_DOCS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Adds a documented function to a namespace module. The doc text becomes `///` comments in
 /// `glow-run defs`; `params` names the parameters (`"program: String"`, last the return type).
 pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
@@ -416,16 +474,68 @@ pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>
     R: std::any::Any + Clone,
     FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + 'static,
 {
-    let comments: Vec<String> = docs
-        .lines()
-        .map(|line| format!("/// {line}").trim_end().to_owned())
-        .collect();
-    rhai::FuncRegistration::new(name)
+    let mut registration = rhai::FuncRegistration::new(name)
         .in_internal_namespace()
-        .with_volatility(true)
-        .with_params_info(params)
-        .with_comments([comments.join("\n")])
-        .set_into_module(module, func);
+        .with_params_info(params);
+    // Doc comments only matter to `glow-run defs`; formatting them for every run cost 8 % of
+    // the start-up.
+    if WITH_DOCS.load(std::sync::atomic::Ordering::Relaxed) {
+        let comments: Vec<String> = docs
+            .lines()
+            .map(|line| format!("/// {line}").trim_end().to_owned())
+            .collect();
+        registration = registration.with_comments([comments.join("\n")]);
+    }
+    // Pure (arguments by value) and volatile (never constant-folded: every call is an effect).
+    let function = with_call_position(func.into_rhai_function(true, true));
+    module.set_fn_raw_with_options(registration, FUNC::param_types(), function);
+}
+
+/// Rhai leaves the error of a namespaced call (`exec::run(..)`) without a position, so a failed
+/// primitive would print no `file:line:col`. The wrapper asks for the call context and puts the
+/// call site on an error that has no position yet.
+fn with_call_position(function: rhai::RhaiFunc) -> rhai::RhaiFunc {
+    /// Rhai's `FnAny` (not exported by name).
+    type NativeFn =
+        dyn Fn(Option<rhai::NativeCallContext>, &mut [&mut Dynamic]) -> HostResult<Dynamic>;
+    let wrap = |inner: rhai::Shared<NativeFn>| -> rhai::Shared<NativeFn> {
+        rhai::Shared::new(
+            move |context: Option<rhai::NativeCallContext>, args: &mut [&mut Dynamic]| {
+                let position = context.as_ref().map(rhai::NativeCallContext::call_position);
+                inner(context, args).map_err(|mut error| {
+                    if let Some(position) = position.filter(|_| error.position().is_none()) {
+                        error.set_position(position);
+                    }
+                    error
+                })
+            },
+        )
+    };
+    match function {
+        rhai::RhaiFunc::Pure {
+            func,
+            is_pure,
+            is_volatile,
+            ..
+        } => rhai::RhaiFunc::Pure {
+            func: wrap(func),
+            has_context: true,
+            is_pure,
+            is_volatile,
+        },
+        rhai::RhaiFunc::Method {
+            func,
+            is_pure,
+            is_volatile,
+            ..
+        } => rhai::RhaiFunc::Method {
+            func: wrap(func),
+            has_context: true,
+            is_pure,
+            is_volatile,
+        },
+        other => other,
+    }
 }
 
 /// Registers a finished namespace module under its name (`exec`, `http`, ...).

@@ -3,19 +3,20 @@
 //! journal up to its last event. Every event is redacted before anything sees it, then handed
 //! to the sinks (the terminal reporter, the run index).
 //!
-//! Event shape: `{"seq", "time", "run", "kind", "step", ...}`; kinds: run_start, step_start,
-//! step_end, effect, output, log, artifact, prompt, approval, plan, run_end.
+//! Events are the typed [`Event`]s of `event.rs`; sinks receive each one typed, with the exact
+//! line the journal wrote for it.
 
+use crate::event::{Body, Event};
 use crate::redact::Redactor;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Receives every (already redacted) event, in order.
+/// Receives every (already redacted) event, in order, with its journal line (no newline).
 pub trait Sink: Send + Sync {
-    fn event(&self, event: &Value);
+    fn event(&self, event: &Event, line: &str);
     /// Called once when the run is over: flush, close (bounded in time; never hang the exit).
     fn finish(&self) {}
 }
@@ -101,37 +102,50 @@ impl Journal {
             .clone()
     }
 
-    /// Appends one event. `fields` must be a JSON object; its keys follow the common ones.
-    pub fn emit(&self, kind: &str, step: Option<&str>, fields: Value) -> u64 {
+    /// Appends one event: numbered, timed, redacted, written as one line, then handed to the
+    /// sinks. Returns its `seq`.
+    pub fn record(&self, step: Option<&str>, body: Body) -> u64 {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.seq += 1;
-        let seq = inner.seq;
-        let mut event = Map::new();
-        event.insert("seq".into(), json!(seq));
-        event.insert("time".into(), json!(now_rfc3339()));
-        event.insert("run".into(), json!(self.run_id));
-        event.insert("kind".into(), json!(kind));
-        event.insert("step".into(), step.map_or(Value::Null, |s| json!(s)));
-        if let Value::Object(extra) = fields {
-            for (key, value) in extra {
-                event.insert(key, value);
-            }
-        }
-        let mut event = Value::Object(event);
-        self.redactor.redact_json(&mut event);
+        let mut event = Event {
+            seq: inner.seq,
+            time: now_rfc3339(),
+            run: self.run_id.clone(),
+            step: step.map(str::to_owned),
+            body,
+        };
+        event.redact(&self.redactor);
+        let mut line = serde_json::to_string(&event).unwrap_or_default();
         if let Some(file) = inner.file.as_mut() {
-            let mut line = serde_json::to_vec(&event).unwrap_or_default();
-            line.push(b'\n');
-            if let Err(e) = file.write_all(&line) {
+            line.push('\n');
+            if let Err(e) = file.write_all(line.as_bytes()) {
                 inner.write_error.get_or_insert_with(|| e.to_string());
             }
+            line.pop();
         }
         // Sinks run under the lock so every consumer sees events in `seq` order.
         let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for sink in sinks {
-            sink.event(&event);
+            sink.event(&event, &line);
         }
-        seq
+        event.seq
+    }
+
+    /// Appends an event given as its kind and a JSON object of fields (read into the typed
+    /// [`Body`] first, so a field of the wrong type is caught here, not by a reader).
+    pub fn emit(&self, kind: &str, step: Option<&str>, fields: Value) -> u64 {
+        let mut object = match fields {
+            Value::Object(object) => object,
+            _ => Map::new(),
+        };
+        object.insert("kind".into(), Value::String(kind.to_owned()));
+        let body = serde_json::from_value::<Body>(Value::Object(object)).unwrap_or_else(|e| {
+            Body::log(
+                "warn",
+                format!("glow-run could not journal a {kind} event: {e}"),
+            )
+        });
+        self.record(step, body)
     }
 }
 
@@ -146,10 +160,7 @@ impl Journal {
 }
 
 /// Reads a journal file, skipping a torn last line (a run killed mid-write).
-pub fn read_events(path: &Path) -> std::io::Result<Vec<Value>> {
+pub fn read_events(path: &Path) -> std::io::Result<Vec<Event>> {
     let text = std::fs::read_to_string(path)?;
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect())
+    Ok(text.lines().filter_map(Event::parse).collect())
 }

@@ -29,6 +29,7 @@ pub mod plan_file;
 pub mod policy;
 pub mod prompt_id;
 pub mod redact;
+pub mod regular_file;
 pub mod report;
 pub mod reporter;
 pub mod resolver;

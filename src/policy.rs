@@ -11,6 +11,9 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod allowed;
+mod ranges;
+
 pub const FILE_NAME: &str = "glow.toml";
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -33,6 +36,9 @@ pub struct Policy {
     /// Where the policy was read from, if a file existed.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// The real paths of the programs `[exec] allow` names, resolved on PATH at start.
+    #[serde(skip)]
+    pub allowed_programs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -198,10 +204,17 @@ mod byte_size {
 /// What an effect asks policy about.
 #[derive(Debug, Clone)]
 pub enum Subject<'a> {
-    Program(&'a str),
+    /// A program as the script named it, and where it was found (`None`: not found).
+    Program {
+        name: &'a str,
+        path: Option<&'a Path>,
+    },
     Shell,
     Host(&'a str),
     SqlWrite,
+    /// Refused by the namespace itself before it reached the gate (an SQL statement that a
+    /// read-only session cannot prove is a read): the message names the rule.
+    Refused(String),
     /// A file a read-only `fs` function looks at (`[fs] allow`).
     Path(&'a Path),
     None,
@@ -211,7 +224,8 @@ impl Policy {
     /// Reads `glow.toml` from `dir` when it exists.
     pub fn load_from_dir(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(FILE_NAME);
-        match std::fs::read_to_string(&path) {
+        // Only a regular file, bounded: a glow.toml linked to /dev/zero must not hang start-up.
+        match crate::regular_file::read_to_string(&path, crate::regular_file::CONFIG_CAP) {
             Ok(text) => Self::parse(&text, &path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(Error::Config {
@@ -227,6 +241,11 @@ impl Policy {
             message: e.to_string().trim_end().to_owned(),
         })?;
         policy.source = Some(path.to_owned());
+        policy.limits.validate().map_err(|message| Error::Config {
+            path: path.to_owned(),
+            message,
+        })?;
+        policy.allowed_programs = allowed::resolve(policy.exec.allow.as_deref().unwrap_or(&[]));
         Ok(policy)
     }
 
@@ -240,26 +259,16 @@ impl Policy {
     /// `Err(message)` names the rule that refuses the subject.
     pub fn check(&self, subject: &Subject<'_>) -> Result<(), String> {
         match subject {
-            Subject::Program(program) => {
+            Subject::Program { name, path } => {
                 let Some(allow) = &self.exec.allow else {
                     return Ok(());
                 };
-                let name = Path::new(program)
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or(program);
-                if allow
-                    .iter()
-                    .any(|allowed| allowed == program || allowed == name)
-                {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "policy refuses to run '{program}': it is not in [exec] allow = {:?} ({})",
-                        allow,
+                allowed::check(allow, &self.allowed_programs, name, *path).map_err(|why| {
+                    format!(
+                        "policy refuses to run '{name}': {why} [exec] allow = {allow:?} ({})",
                         self.file_label()
-                    ))
-                }
+                    )
+                })
             }
             Subject::Shell => {
                 if self.exec.shell {
@@ -299,6 +308,7 @@ impl Policy {
                     ))
                 }
             }
+            Subject::Refused(rule) => Err(rule.clone()),
             Subject::Path(path) => self.fs.check(path, &self.file_label()),
             Subject::None => Ok(()),
         }

@@ -1,25 +1,60 @@
 //! The secret registry. Every value that must never be written (from `env::secret`, bearer
-//! tokens, prompt secrets, database passwords) is registered here once, and everything the host
-//! writes (terminal, journal, artifacts, report, state) passes through [`Redactor::redact`].
+//! tokens, prompt secrets, database passwords, and the environment's credentials found by
+//! their shape at start-up) is registered here once, and everything the host writes (terminal,
+//! journal, artifacts, report, state) passes through [`Redactor::redact`].
 //!
-//! A secret is also looked for in the encodings it commonly travels in: base64 (standard and
-//! URL-safe, at any alignment inside a longer encoded text) and percent-encoding.
+//! One mechanism covers every form a secret takes: the text is normalised (`normal.rs`: ANSI
+//! colour codes and line breaks dropped, JSON and percent escapes undone), every form of every
+//! secret (`forms.rs`: plain, base64 at each alignment, hex) is found in one pass of an
+//! Aho-Corasick automaton over that view, and each match is mapped back to the original bytes
+//! it came from, which become `[redacted]` (a line break inside a match is kept, so line
+//! structure survives). Credentials recognisable by their shape (`shape.rs`: URL passwords,
+//! `Authorization`/`Bearer` values) are masked in the same pass. Child output is redacted over
+//! a window of lines (`lines.rs`), so a secret split across lines is caught too.
+//!
+//! Rules (README, "Redaction"): secrets of fewer than [`MIN_SECRET_LEN`] characters cannot be
+//! registered (masking every "a" would destroy the journal as evidence): `env::secret` refuses
+//! them with an error naming the variable, anything else registered that short is reported
+//! with a warning. Secrets shorter than 8 characters match their plain form only as a whole
+//! word. JSON keys and the journal's structure (`event.rs`) are never rewritten.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+mod forms;
+pub mod lines;
+mod normal;
+mod panic;
+pub mod shape;
+mod url;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use forms::{Form, is_word_byte};
 use std::borrow::Cow;
-use std::sync::RwLock;
+use std::ops::Range;
+use std::sync::{Arc, RwLock};
 
 pub const MASK: &str = "[redacted]";
 
-/// Secrets shorter than this are not registered: masking every "a" or "1" in the output would
-/// destroy the journal as evidence while protecting nothing.
-const MIN_SECRET_LEN: usize = 3;
+/// Secrets shorter than this (in characters) are not registered.
+pub const MIN_SECRET_LEN: usize = 3;
 
 #[derive(Default, Debug)]
 pub struct Redactor {
-    /// Every form to mask, longest first so that a longer form wins over a prefix of it.
-    forms: RwLock<Vec<String>>,
+    compiled: RwLock<Arc<Compiled>>,
+}
+
+#[derive(Default, Debug)]
+struct Compiled {
+    secrets: Vec<String>,
+    forms: Vec<Form>,
+    automaton: Option<AhoCorasick>,
+    longest: usize,
+}
+
+pub use panic::install_panic_hook;
+
+/// Every secret registered by any redactor in the process, for the panic hook.
+fn everything() -> &'static Redactor {
+    static ALL: std::sync::OnceLock<Redactor> = std::sync::OnceLock::new();
+    ALL.get_or_init(Redactor::default)
 }
 
 impl Redactor {
@@ -27,41 +62,42 @@ impl Redactor {
         Self::default()
     }
 
-    /// Registers a secret and its encoded forms. Returns false when it was too short to register.
+    /// Registers a secret and its encoded forms. Returns false when it was too short to
+    /// register (fewer than [`MIN_SECRET_LEN`] characters); an empty value is never a secret.
     pub fn register(&self, secret: &str) -> bool {
         let secret = secret.trim_end_matches(['\n', '\r']);
-        if secret.chars().count() < MIN_SECRET_LEN {
+        // Counted without surrounding blanks: "  a" is a one-character secret.
+        if secret.trim().chars().count() < MIN_SECRET_LEN {
             return false;
         }
-        let mut new_forms = vec![secret.to_owned()];
-        new_forms.extend(encoded_forms(secret.as_bytes()));
-        let mut forms = self.forms.write().unwrap_or_else(|e| e.into_inner());
-        for form in new_forms {
-            if form.len() >= MIN_SECRET_LEN && !forms.contains(&form) {
-                forms.push(form);
-            }
+        if !std::ptr::eq(self, everything()) {
+            everything().register(secret);
         }
-        forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+        let mut compiled = self.compiled.write().unwrap_or_else(|e| e.into_inner());
+        if compiled.secrets.iter().any(|s| s == secret) {
+            return true;
+        }
+        let mut secrets = compiled.secrets.clone();
+        secrets.push(secret.to_owned());
+        *compiled = Arc::new(Compiled::new(secrets));
         true
     }
 
-    /// Registers a database URL's password's password (user-info or `?password=`) as a secret and returns the URL
-    /// without it.
+    /// Registers a URL's password (user info, `?password=`, and `PGPASSWORD`, which sqlx falls
+    /// back to) as a secret and returns the URL without it.
     pub fn register_url(&self, url: &str) -> String {
-        // sqlx falls back to PGPASSWORD when the URL has none.
         if let Ok(password) = std::env::var("PGPASSWORD") {
             self.register(&password);
         }
-        let Ok(mut parsed) = url::Url::parse(url) else {
-            return self.mask_unparsed_password(url);
-        };
-        if let Some(password) = parsed.password().map(str::to_owned) {
-            self.register(&password);
-            if let Ok(decoded) = percent_encoding::percent_decode_str(&password).decode_utf8() {
-                self.register(&decoded);
-            }
-            let _ = parsed.set_password(None);
+        let mut display = url.to_owned();
+        if let Some(span) = url::password_span(url) {
+            shape::register_password(self, &url[span.clone()]);
+            // `user:` + password + `@` becomes `user@`.
+            display = format!("{}{}", &url[..span.start - 1], &url[span.end..]);
         }
+        let Ok(mut parsed) = ::url::Url::parse(&display) else {
+            return display;
+        };
         let pairs: Vec<(String, String)> = parsed
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -72,7 +108,7 @@ impl Redactor {
                 if key == "password" {
                     self.register(value);
                 } else {
-                    kept.push((key.clone(), value.clone()));
+                    kept.push((key, value));
                 }
             }
             if kept.is_empty() {
@@ -80,61 +116,70 @@ impl Redactor {
             } else {
                 parsed.query_pairs_mut().clear().extend_pairs(kept);
             }
+            return parsed.to_string();
         }
-        parsed.to_string()
-    }
-
-    /// For a URL the parser refuses (an unescaped `@` or `/` in the password, say): the text
-    /// between the first `:` after `scheme://` and the last `@` of the authority is the password.
-    fn mask_unparsed_password(&self, url: &str) -> String {
-        let Some(start) = url.find("://").map(|i| i + 3) else {
-            return url.to_owned();
-        };
-        let rest = &url[start..];
-        let authority_end = rest.rfind('@').map(|at| {
-            let after = &rest[at..];
-            at + after.find(['/', '?']).unwrap_or(after.len())
-        });
-        let authority = &rest[..authority_end.unwrap_or(rest.len())];
-        let (Some(at), Some(colon)) = (authority.rfind('@'), authority.find(':')) else {
-            return url.to_owned();
-        };
-        if colon > at {
-            return url.to_owned();
-        }
-        self.register(&authority[colon + 1..at]);
-        format!(
-            "{}{}{}",
-            &url[..start + colon],
-            &authority[at..],
-            &rest[authority.len()..]
-        )
+        display
     }
 
     pub fn is_empty(&self) -> bool {
-        self.forms
+        self.compiled().secrets.is_empty()
+    }
+
+    /// The length of the longest form in the normalised view: how far a match can reach.
+    pub fn longest_form(&self) -> usize {
+        self.compiled().longest
+    }
+
+    /// Whether `text` ends with the beginning (4 bytes or more) of a form of a secret, in the
+    /// normalised view: output that stops there may go on with the rest of the secret.
+    pub fn may_continue_secret(&self, text: &str) -> bool {
+        let compiled = self.compiled();
+        let bytes = text.as_bytes();
+        let tail = &bytes[bytes.len().saturating_sub(compiled.longest * 6)..];
+        let view = normal::view(tail).bytes;
+        compiled.forms.iter().any(|form| {
+            (4..form.bytes.len().min(view.len() + 1)).any(|n| view.ends_with(&form.bytes[..n]))
+        })
+    }
+
+    fn compiled(&self) -> Arc<Compiled> {
+        self.compiled
             .read()
-            .map(|forms| forms.is_empty())
-            .unwrap_or(true)
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// Replaces every registered form in `text` with `[redacted]`.
+    /// Replaces every registered secret, in every form, and every credential-shaped value in
+    /// `text` with `[redacted]`.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let forms = self.forms.read().unwrap_or_else(|e| e.into_inner());
-        let mut out = Cow::Borrowed(text);
-        for form in forms.iter() {
-            if out.contains(form.as_str()) {
-                out = Cow::Owned(out.replace(form.as_str(), MASK));
-            }
+        let mut spans = self.compiled().spans(text.as_bytes());
+        spans.extend(shape::shaped_spans(text));
+        if spans.is_empty() {
+            return Cow::Borrowed(text);
         }
-        out
+        let masked = mask(text.as_bytes(), spans);
+        Cow::Owned(
+            String::from_utf8(masked)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        )
     }
 
-    /// Redacts every string (keys included) inside a JSON value, in place.
-    pub fn redact_json(&self, value: &mut serde_json::Value) {
-        if self.is_empty() {
-            return;
+    /// [`Redactor::redact`] for bytes that may not be text (an artifact blob).
+    pub fn redact_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut spans = self.compiled().spans(bytes);
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            spans.extend(shape::shaped_spans(text));
         }
+        if spans.is_empty() {
+            Cow::Borrowed(bytes)
+        } else {
+            Cow::Owned(mask(bytes, spans))
+        }
+    }
+
+    /// Redacts every string value inside a JSON value, in place. Keys are never touched:
+    /// they are the structure that readers of the journal rely on.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
         match value {
             serde_json::Value::String(text) => {
                 if let Cow::Owned(redacted) = self.redact(text) {
@@ -142,118 +187,147 @@ impl Redactor {
                 }
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
-            serde_json::Value::Object(map) => {
-                let entries = std::mem::take(map);
-                for (key, mut item) in entries {
-                    self.redact_json(&mut item);
-                    map.insert(self.redact(&key).into_owned(), item);
-                }
-            }
+            serde_json::Value::Object(map) => map.values_mut().for_each(|v| self.redact_json(v)),
             _ => {}
         }
     }
 }
 
-/// The forms a secret takes when encoded. For base64 the secret can start at any of three
-/// alignments inside a longer text (`user:secret` in a Basic header, `echo secret | base64`
-/// with its newline), so for each alignment the characters that depend on the secret alone
-/// are registered as well as the whole encodings.
-fn encoded_forms(secret: &[u8]) -> Vec<String> {
-    let mut forms = Vec::new();
-    for engine in [&STANDARD, &URL_SAFE] {
-        forms.push(engine.encode(secret));
-    }
-    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
-        for offset in 0..3usize {
-            let mut bytes = vec![0u8; offset];
-            bytes.extend_from_slice(secret);
-            let encoded = engine.encode(&bytes);
-            // Characters before `start` mix in the padding bytes; after `end` they mix in
-            // whatever follows the secret.
-            let start = if offset == 0 { 0 } else { 4 };
-            let end = (bytes.len() / 3) * 4;
-            if end > start && end - start >= 4 {
-                forms.push(encoded[start..end].to_owned());
-            }
-        }
-    }
-    let percent = percent_encoding::utf8_percent_encode_bytes(secret).to_string();
-    forms.push(percent.clone());
-    forms.push(percent.to_lowercase_escapes());
-    forms.push(percent.replace("%20", "+"));
-    forms
-}
-
-trait LowercaseEscapes {
-    fn to_lowercase_escapes(&self) -> String;
-}
-
-impl LowercaseEscapes for String {
-    /// `%2F` -> `%2f`: some encoders use lower-case hex.
-    fn to_lowercase_escapes(&self) -> String {
-        let mut out = String::with_capacity(self.len());
-        let mut chars = self.chars();
-        while let Some(c) = chars.next() {
-            out.push(c);
-            if c == '%' {
-                for _ in 0..2 {
-                    if let Some(hex) = chars.next() {
-                        out.push(hex.to_ascii_lowercase());
-                    }
+impl Compiled {
+    fn new(secrets: Vec<String>) -> Self {
+        let mut all: Vec<Form> = Vec::new();
+        for secret in &secrets {
+            for form in forms::forms_of(secret) {
+                match all.iter_mut().find(|f| f.bytes == form.bytes) {
+                    Some(existing) => existing.whole_word &= form.whole_word,
+                    None => all.push(form),
                 }
             }
         }
-        out
-    }
-}
-
-mod percent_encoding {
-    pub use ::percent_encoding::*;
-
-    /// Everything but unreserved characters (RFC 3986) is escaped, as URL encoders do.
-    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
-
-    pub fn utf8_percent_encode_bytes(bytes: &[u8]) -> PercentEncode<'_> {
-        percent_encode(bytes, COMPONENT)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_base64_and_percent_forms_are_masked() {
-        let redactor = Redactor::new();
-        redactor.register("s3cr3t/canary+value");
-        let b64 = STANDARD.encode("s3cr3t/canary+value\n");
-        let pct = "s3cr3t%2Fcanary%2Bvalue";
-        let text = format!("a s3cr3t/canary+value b {b64} c {pct}");
-        let redacted = redactor.redact(&text);
-        assert!(!redacted.contains("s3cr3t"), "{redacted}");
-        assert!(!redacted.contains(&b64), "{redacted}");
-        assert!(!redacted.contains(&STANDARD.encode("s3cr3t/canary+value")));
-    }
-
-    #[test]
-    fn base64_inside_a_longer_text_is_masked() {
-        let redactor = Redactor::new();
-        redactor.register("hunter2hunter2");
-        for prefix in ["", "u:", "us:", "use:"] {
-            let encoded = STANDARD.encode(format!("{prefix}hunter2hunter2"));
-            let redacted = redactor.redact(&encoded);
-            assert!(redacted.contains(MASK), "{prefix}: {encoded} -> {redacted}");
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::Standard)
+            .build(all.iter().map(|f| &f.bytes))
+            .ok();
+        Self {
+            longest: all.iter().map(|f| f.bytes.len()).max().unwrap_or(0),
+            secrets,
+            forms: all,
+            automaton,
         }
     }
 
-    #[test]
-    fn short_values_are_not_registered() {
-        let redactor = Redactor::new();
-        assert!(!redactor.register("ab"));
-        assert_eq!(redactor.redact("ab"), "ab");
+    /// Original byte ranges of every match of every form in the normalised view of `text`.
+    fn spans(&self, text: &[u8]) -> Vec<Range<usize>> {
+        let Some(automaton) = &self.automaton else {
+            return Vec::new();
+        };
+        if text.len() < 3 {
+            return Vec::new();
+        }
+        let view = normal::needs_view(text).then(|| normal::view(text));
+        let haystack = view.as_ref().map_or(text, |v| v.bytes.as_slice());
+        let mut spans = Vec::new();
+        for found in automaton.find_overlapping_iter(haystack) {
+            let form = &self.forms[found.pattern().as_usize()];
+            let (start, end) = (found.start(), found.end());
+            if form.whole_word && !whole_word(form, haystack, view.as_ref(), text, start, end) {
+                continue;
+            }
+            spans.push(match &view {
+                Some(view) => view.start[start]..view.end[end - 1],
+                None => start..end,
+            });
+        }
+        spans
     }
 }
+
+/// Whether a match at `start..end` of the haystack stands as a word: not glued to a letter,
+/// digit or `_` on a side where the form itself has one. A line break between counts as a gap.
+fn whole_word(
+    form: &Form,
+    haystack: &[u8],
+    view: Option<&normal::View>,
+    text: &[u8],
+    start: usize,
+    end: usize,
+) -> bool {
+    let gap = |a: usize, b: usize| text[a..b].iter().any(|c| matches!(c, b'\n' | b'\r'));
+    let left_free = !form.starts_with_word
+        || start == 0
+        || !is_word_byte(haystack[start - 1])
+        || view.is_some_and(|v| gap(v.end[start - 1], v.start[start]));
+    let right_free = !form.ends_with_word
+        || end == haystack.len()
+        || !is_word_byte(haystack[end])
+        || view.is_some_and(|v| gap(v.end[end - 1], v.start[end]));
+    left_free && right_free
+}
+
+/// Replaces the (possibly overlapping) spans of `text` with the mask, keeping line breaks
+/// inside a span, and never masking inside an existing `[redacted]`.
+fn mask(text: &[u8], mut spans: Vec<Range<usize>>) -> Vec<u8> {
+    let existing = existing_masks(text);
+    spans.retain(|span| {
+        !existing
+            .iter()
+            .any(|m| m.start <= span.start && span.end <= m.end)
+    });
+    for span in &mut spans {
+        while span.start > 0 && is_continuation(text[span.start]) {
+            span.start -= 1;
+        }
+        while span.end < text.len() && is_continuation(text[span.end]) {
+            span.end += 1;
+        }
+    }
+    spans.sort_by_key(|s| s.start);
+    let mut out = Vec::with_capacity(text.len());
+    let mut at = 0;
+    for span in merge(spans) {
+        out.extend_from_slice(&text[at..span.start]);
+        let mut in_mask = false;
+        for &byte in &text[span.clone()] {
+            if matches!(byte, b'\n' | b'\r') {
+                out.push(byte);
+                in_mask = false;
+            } else if !in_mask {
+                out.extend_from_slice(MASK.as_bytes());
+                in_mask = true;
+            }
+        }
+        at = span.end;
+    }
+    out.extend_from_slice(&text[at..]);
+    out
+}
+
+fn is_continuation(byte: u8) -> bool {
+    (0x80..0xc0).contains(&byte)
+}
+
+fn existing_masks(text: &[u8]) -> Vec<Range<usize>> {
+    let mask = MASK.as_bytes();
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].windows(mask.len()).position(|w| w == mask) {
+        found.push(from + at..from + at + mask.len());
+        from += at + mask.len();
+    }
+    found
+}
+
+/// Sorted spans merged where they overlap or touch.
+fn merge(spans: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(spans.len());
+    for span in spans {
+        match merged.last_mut() {
+            Some(last) if span.start <= last.end => last.end = last.end.max(span.end),
+            _ => merged.push(span),
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests;

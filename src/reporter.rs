@@ -3,8 +3,8 @@
 //! as one JSON line on stdout and nothing else there. A script's `print` goes to stdout as text
 //! in human mode, as an `output` event in JSON mode.
 
+use crate::event::{Body, Event, StepEnd};
 use crate::journal::Sink;
-use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 
@@ -113,20 +113,17 @@ impl Reporter {
         Paint { on: self.color }
     }
 
-    fn human(&self, event: &Value) {
-        let kind = event["kind"].as_str().unwrap_or_default();
-        let step = event["step"].as_str();
+    fn human(&self, event: &Event) {
+        let step = event.step.as_deref();
         let paint = self.paint();
         let mut depth = self.depth.lock().unwrap_or_else(|e| e.into_inner());
         let indent = "  ".repeat(*depth);
-        let line = match kind {
-            "run_start" => Some(paint.bold(&format!(
+        let line = match &event.body {
+            Body::RunStart(start) => Some(paint.bold(&format!(
                 "glow-run {} · {} · run {}",
-                event["script"].as_str().unwrap_or("-"),
-                event["mode"].as_str().unwrap_or("live"),
-                event["run"].as_str().unwrap_or("-"),
+                start.script, start.mode, event.run,
             ))),
-            "step_start" => {
+            Body::StepStart(_) => {
                 *depth += 1;
                 Some(format!(
                     "{indent}{} {}",
@@ -134,119 +131,109 @@ impl Reporter {
                     step.unwrap_or("")
                 ))
             }
-            "step_end" => {
+            Body::StepEnd(end) => {
                 *depth = depth.saturating_sub(1);
                 let indent = "  ".repeat(*depth);
-                let name = step.unwrap_or("");
-                let took = format_ms(event["duration_ms"].as_u64().unwrap_or(0));
-                match event["outcome"].as_str().unwrap_or("") {
-                    "ok" => Some(format!(
-                        "{indent}{} {name} {}",
-                        paint.green("✓"),
-                        paint.dim(&format!("({took})"))
-                    )),
-                    "skipped" => Some(format!(
-                        "{indent}{} {name} {}",
-                        paint.dim("↷"),
-                        paint.dim(&format!(
-                            "(skipped: {})",
-                            event["reason"].as_str().unwrap_or("")
-                        ))
-                    )),
-                    outcome => {
-                        let error = event["error"].as_str().unwrap_or(outcome);
-                        let first = error.lines().next().unwrap_or("");
-                        Some(format!(
-                            "{indent}{} {name} ({took}): {}",
-                            paint.red("✗"),
-                            paint.red(first)
-                        ))
-                    }
-                }
+                Some(step_end_line(&paint, &indent, step.unwrap_or(""), end))
             }
-            "effect" => {
-                let text = format!(
-                    "{} {} {}",
-                    event["namespace"].as_str().unwrap_or(""),
-                    event["action"].as_str().unwrap_or(""),
-                    event["target"].as_str().unwrap_or("")
-                );
-                match event["outcome"].as_str().unwrap_or("") {
+            Body::Effect(effect) => {
+                let text = format!("{} {} {}", effect.namespace, effect.action, effect.target);
+                match effect.outcome.as_str() {
                     "planned" => Some(format!("{indent}{} {}", paint.yellow("○ planned:"), text)),
                     "denied" => Some(format!("{indent}{} {}", paint.red("✗ denied:"), text)),
                     "failed" => Some(format!("{indent}{} {}", paint.red("→"), text)),
-                    _ if event["read_only"].as_bool() == Some(true) => {
+                    _ if effect.read_only => {
                         Some(format!("{indent}{}", paint.dim(&format!("· {text}"))))
                     }
                     _ => Some(format!("{indent}→ {text}")),
                 }
             }
-            "output" => {
-                let text = event["line"].as_str().unwrap_or("");
-                if event["stream"] == "script" {
+            Body::Output(output) => {
+                if output.stream == "script" {
                     drop(depth);
-                    write_line(true, text.as_bytes().to_vec());
+                    write_line(true, output.line.as_bytes().to_vec());
                     return;
                 }
-                if event["quiet"].as_bool() == Some(true) {
-                    None
-                } else {
-                    Some(format!(
-                        "{indent}{} {text}",
-                        paint.dim(&format!("[{}]", step.unwrap_or("-")))
-                    ))
-                }
+                (!output.quiet).then(|| {
+                    format!(
+                        "{indent}{} {}",
+                        paint.dim(&format!("[{}]", step.unwrap_or("-"))),
+                        output.line
+                    )
+                })
             }
-            "log" if event["level"] == "trace" => None,
-            "log" => {
-                let level = event["level"].as_str().unwrap_or("info");
-                let message = event["message"].as_str().unwrap_or("");
-                let label = match level {
+            Body::Log(log) if log.level == "trace" => None,
+            Body::Log(log) => {
+                let label = match log.level.as_str() {
                     "warn" => paint.yellow("warn:"),
                     "error" => paint.red("error:"),
                     _ => paint.dim("info:"),
                 };
-                Some(format!("{indent}{label} {message}"))
+                Some(format!("{indent}{label} {}", log.message))
             }
-            "artifact" => Some(format!(
+            Body::Artifact(artifact) => Some(format!(
                 "{indent}{} {} {}",
-                if event["planned"].as_bool() == Some(true) {
+                if artifact.planned {
                     "○ planned artifact:"
                 } else {
                     "⤓ artifact"
                 },
-                event["name"].as_str().unwrap_or(""),
+                artifact.name,
                 paint.dim(&format!(
                     "({} bytes, sha256 {})",
-                    event["size"].as_u64().unwrap_or(0),
-                    event["sha256"]
-                        .as_str()
-                        .unwrap_or("")
-                        .get(..12)
-                        .unwrap_or("")
+                    artifact.size,
+                    artifact.sha256.get(..12).unwrap_or("")
                 ))
             )),
-            "prompt" => Some(format!(
+            Body::Prompt(prompt) => Some(format!(
                 "{indent}? {} {}",
-                event["id"].as_str().unwrap_or(""),
+                prompt.id,
                 paint.dim(&format!(
                     "-> {}",
-                    event["answer"]
+                    prompt
+                        .answer
                         .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| event["answer"].to_string())
+                        .map_or_else(|| prompt.answer.to_string(), str::to_owned)
                 ))
             )),
-            "approval" => Some(format!(
+            Body::Approval(approval) => Some(format!(
                 "{indent}✍ approval {} by {}",
-                event["role"].as_str().unwrap_or(""),
-                event["approver"].as_str().unwrap_or("")
+                approval.role, approval.approver
             )),
-            _ => None,
+            Body::Plan(_) | Body::RunEnd(_) => None,
         };
         drop(depth);
         if let Some(line) = line {
             write_line(false, line.into_bytes());
+        }
+    }
+}
+
+/// `✓ build (1.2s)`, `↷ build (skipped: ...)` or `✗ build (1.2s): why`.
+fn step_end_line(paint: &Paint, indent: &str, name: &str, end: &StepEnd) -> String {
+    let took = format_ms(end.duration_ms);
+    match end.outcome.as_str() {
+        "ok" => format!(
+            "{indent}{} {name} {}",
+            paint.green("✓"),
+            paint.dim(&format!("({took})"))
+        ),
+        "skipped" => format!(
+            "{indent}{} {name} {}",
+            paint.dim("↷"),
+            paint.dim(&format!(
+                "(skipped: {})",
+                end.reason.as_deref().unwrap_or("")
+            ))
+        ),
+        outcome => {
+            let error = end.error.as_deref().unwrap_or(outcome);
+            let first = error.lines().next().unwrap_or("");
+            format!(
+                "{indent}{} {name} ({took}): {}",
+                paint.red("✗"),
+                paint.red(first)
+            )
         }
     }
 }
@@ -260,10 +247,10 @@ pub fn format_ms(ms: u64) -> String {
 }
 
 impl Sink for Reporter {
-    fn event(&self, event: &Value) {
+    fn event(&self, event: &Event, line: &str) {
         if self.format == Format::Json {
-            write_line(true, serde_json::to_vec(event).unwrap_or_default());
-            if event["kind"] == "output" && event["stream"] == "script" {
+            write_line(true, line.as_bytes().to_vec());
+            if matches!(&event.body, Body::Output(output) if output.stream == "script") {
                 return;
             }
         }

@@ -6,14 +6,15 @@ use crate::cancel::Cancel;
 use crate::config::{Mode, RunSettings};
 use crate::diagnostic;
 use crate::error::{EXIT_OK, Error};
+use crate::event::{Body, Extra, Output, PlanEvent, RunEnd, RunStart};
 use crate::host::HostContext;
 use crate::journal::Journal;
 use crate::redact::Redactor;
+use crate::report::ReportSink;
 use crate::reporter::{Reporter, format_ms};
 use crate::resolver::SharedSources;
 use crate::session::{self, Session};
 use rhai::Dynamic;
-use serde_json::json;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -97,8 +98,13 @@ fn run_on_engine_thread(
         runtime,
         &run_id,
     );
+    // Before anything can be written: credentials in the environment, by their shape.
+    let short_credentials =
+        crate::redact::shape::register_environment(&redactor, &settings.env_overlay);
     let journal = ctx.journal.clone();
     journal.add_sink(Arc::new(Reporter::new(settings.flags.format)));
+    let report = Arc::new(ReportSink::new());
+    journal.add_sink(report.clone());
 
     let report_files = |sources: &SharedSources| {
         if let Some(finished) = &finished {
@@ -148,30 +154,36 @@ fn run_on_engine_thread(
     }
 
     let started = Instant::now();
-    journal.emit(
-        "run_start",
+    journal.record(
         None,
-        json!({
-            "script": settings.source_name,
-            "sha256": settings.sha256,
-            "mode": settings.mode.as_str(),
-            "vars": settings.vars,
-            "trace_id": ctx.trace_id,
-            "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
-            "resumes": settings.resume.as_ref().map(|r| r.run_id.clone()),
-            "journal": journal_file.path().map(|p| p.display().to_string()),
+        Body::RunStart(RunStart {
+            script: settings.source_name.clone(),
+            sha256: settings.sha256.clone(),
+            mode: settings.mode.as_str().to_owned(),
+            vars: settings.vars.clone().into_iter().collect(),
+            trace_id: ctx.trace_id.clone(),
+            cwd: std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            resumes: settings.resume.as_ref().map(|r| r.run_id.clone()),
+            journal: journal_file.path().map(|p| p.display().to_string()),
+            extra: Extra::new(),
         }),
     );
 
+    for warning in short_credentials {
+        ctx.log("warn", &warning);
+    }
     let result = engine.eval_ast::<Dynamic>(&ast);
     report_files(&sources);
     let outcome = match result {
         Ok(value) => {
             if settings.script_path.is_none() && !value.is_unit() {
-                ctx.emit(
-                    "output",
-                    json!({ "stream": "script", "line": show_value(&value) }),
-                );
+                ctx.record(Body::Output(Output {
+                    stream: "script".into(),
+                    line: show_value(&value),
+                    ..Output::default()
+                }));
             }
             Ok(())
         }
@@ -215,10 +227,16 @@ fn run_on_engine_thread(
         (plan.effects.clone(), plan.needs.clone())
     };
     let saved_plan = crate::host::saved_plan::unreached_event(&ctx);
-    journal.emit(
-        "plan",
+    journal.record(
         None,
-        json!({ "mode": settings.mode.as_str(), "effects": plan.0, "needs": plan.1, "saved_plan": saved_plan }),
+        Body::Plan(PlanEvent {
+            mode: settings.mode.as_str().to_owned(),
+            effects: plan.0.clone(),
+            needs: plan.1.clone(),
+            extra: saved_plan
+                .map(|v| Extra::from_iter([("saved_plan".to_owned(), v)]))
+                .unwrap_or_default(),
+        }),
     );
     let saved = crate::host::saved_plan::save(&ctx, &sources, outcome.is_err());
 
@@ -236,19 +254,25 @@ fn run_on_engine_thread(
     };
     let duration_ms = started.elapsed().as_millis() as u64;
     let error_message = outcome.as_ref().err().map(|e| e.render());
-    journal.emit(
-        "run_end",
+    journal.record(
         None,
-        json!({
-            "outcome": outcome_name,
-            "exit_code": exit_code,
-            "duration_ms": duration_ms,
-            "error": error_message.as_deref().map(|e| e.lines().next().unwrap_or("").trim_start_matches("error: ").to_owned()),
-            "trace_id": ctx.trace_id,
+        Body::RunEnd(RunEnd {
+            outcome: outcome_name.to_owned(),
+            exit_code,
+            duration_ms,
+            error: error_message.as_deref().map(|e| {
+                e.lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ")
+                    .to_owned()
+            }),
+            trace_id: ctx.trace_id.clone(),
+            extra: Extra::new(),
         }),
     );
     journal.finish();
-    if let Err(why) = crate::report::write(&journal_file) {
+    if let Err(why) = report.write(&journal_file) {
         ctx.log("warn", &format!("could not write the run report: {why}"));
     }
 
@@ -267,6 +291,13 @@ fn run_on_engine_thread(
             std::io::stderr(),
             "warning: the journal could not be written completely: {write_error}"
         );
+    }
+    // A one-shot run exits right after this: tearing down the engine's thousands of registered
+    // functions would cost more than a tenth of the start-up (callgrind) for nothing. Watch
+    // mode (which passes `finished`) runs again and lets it go.
+    if finished.is_none() {
+        std::mem::forget(engine);
+        std::mem::forget(ast);
     }
     Ok(exit_code)
 }

@@ -183,7 +183,7 @@ impl SharedState {
         }))
     }
 
-    fn record_end(&self, event: &serde_json::Value) -> Result<(), String> {
+    fn record_end(&self, end: &crate::event::RunEnd) -> Result<(), String> {
         let Some(mut connection) = self
             .connection
             .lock()
@@ -192,9 +192,9 @@ impl SharedState {
         else {
             return Ok(());
         };
-        let outcome = event["outcome"].as_str().unwrap_or("failed").to_owned();
-        let exit_code = event["exit_code"].as_i64().unwrap_or(1) as i32;
-        let duration_ms = event["duration_ms"].as_i64().unwrap_or(0);
+        let outcome = end.outcome.clone();
+        let exit_code = end.exit_code;
+        let duration_ms = i64::try_from(end.duration_ms).unwrap_or(i64::MAX);
         let run_id = self.run_id.clone();
         // Closing the connection releases the lock.
         self.runtime.block_on(async move {
@@ -220,9 +220,9 @@ impl SharedState {
 impl Sink for SharedState {
     /// Only `run_end` matters here; it is emitted on the engine thread, never on a runtime
     /// worker, so blocking on the runtime is allowed.
-    fn event(&self, event: &serde_json::Value) {
-        if event["kind"] == "run_end"
-            && let Err(why) = self.record_end(event)
+    fn event(&self, event: &crate::event::Event, _line: &str) {
+        if let crate::event::Body::RunEnd(end) = &event.body
+            && let Err(why) = self.record_end(end)
         {
             eprintln!("warning: shared state {}: {why}", self.display_url);
         }

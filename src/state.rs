@@ -17,8 +17,8 @@
 
 use crate::config::RunSettings;
 use crate::error::Error;
+use crate::event::{Body, Event, StepEnd};
 use crate::journal::{Journal, Sink};
-use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use std::collections::BTreeMap;
@@ -136,22 +136,6 @@ pub struct ApprovalRecord {
     pub plan_hash: Option<String>,
 }
 
-fn text(event: &Value, key: &str) -> Option<String> {
-    match &event[key] {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
-    }
-}
-
-fn int(event: &Value, key: &str) -> Option<i64> {
-    event[key].as_i64()
-}
-
-fn flag(event: &Value, key: &str) -> bool {
-    event[key].as_bool().unwrap_or(false)
-}
-
 impl RunRecord {
     /// The outcome as shown: a run without `run_end` is "running" while its process lives,
     /// else "interrupted".
@@ -190,10 +174,10 @@ impl RunRecord {
     }
 
     /// Builds the record from a journal's events (the fallback when the index cannot serve).
-    pub fn from_events(events: &[Value]) -> Option<Self> {
+    pub fn from_events(events: &[Event]) -> Option<Self> {
         let mut record: Option<Self> = None;
         for event in events {
-            if event["kind"] == "run_start" {
+            if matches!(event.body, Body::RunStart(_)) {
                 record = Some(Self::default());
             }
             if let Some(record) = record.as_mut() {
@@ -204,98 +188,105 @@ impl RunRecord {
     }
 
     /// Applies one event (the same reading the index writer does in SQL).
-    fn apply(&mut self, event: &Value) {
-        let step = text(event, "step");
-        match event["kind"].as_str().unwrap_or("") {
-            "run_start" => {
-                self.id = text(event, "run").unwrap_or_default();
-                self.script = text(event, "script").unwrap_or_default();
-                self.sha256 = text(event, "sha256").unwrap_or_default();
-                self.mode = text(event, "mode").unwrap_or_default();
-                self.vars = serde_json::from_value(event["vars"].clone()).unwrap_or_default();
+    pub fn apply(&mut self, event: &Event) {
+        let step = event.step.clone();
+        match &event.body {
+            Body::RunStart(start) => {
+                self.id.clone_from(&event.run);
+                self.script.clone_from(&start.script);
+                self.sha256.clone_from(&start.sha256);
+                self.mode.clone_from(&start.mode);
+                self.vars.clone_from(&start.vars);
                 self.tag = self.vars.get("tag").cloned();
-                self.trace_id = text(event, "trace_id");
-                self.resumes = text(event, "resumes");
-                self.journal = text(event, "journal");
-                self.cwd = text(event, "cwd");
-                self.started = text(event, "time").unwrap_or_default();
+                self.trace_id = Some(start.trace_id.clone()).filter(|t| !t.is_empty());
+                self.resumes.clone_from(&start.resumes);
+                self.journal.clone_from(&start.journal);
+                self.cwd = Some(start.cwd.clone()).filter(|c| !c.is_empty());
+                self.started.clone_from(&event.time);
             }
-            "step_start" => self.steps.push(StepRecord {
+            Body::StepStart(start) => self.steps.push(StepRecord {
                 name: step.unwrap_or_default(),
-                occurrence: int(event, "occurrence"),
-                depth: int(event, "depth"),
+                occurrence: start.occurrence.map(as_i64),
+                depth: start.depth.map(as_i64),
                 ..StepRecord::default()
             }),
-            "step_end" => {
-                let name = step.unwrap_or_default();
-                let occurrence = int(event, "occurrence");
-                let open =
-                    self.steps.iter_mut().rev().find(|s| {
-                        s.outcome.is_none() && s.name == name && s.occurrence == occurrence
-                    });
-                let target = match open {
-                    Some(step) => step,
-                    None => {
-                        self.steps.push(StepRecord {
-                            name,
-                            occurrence,
-                            ..StepRecord::default()
-                        });
-                        self.steps.last_mut().expect("just pushed")
-                    }
-                };
-                target.outcome = text(event, "outcome");
-                target.duration_ms = int(event, "duration_ms");
-                target.error = text(event, "error");
-                target.reason = text(event, "reason");
+            Body::StepEnd(end) => self.end_step(step.unwrap_or_default(), end),
+            Body::Effect(effect) => self.effects.push(EffectRecord {
+                step,
+                namespace: effect.namespace.clone(),
+                action: effect.action.clone(),
+                target: effect.target.clone(),
+                read_only: effect.read_only,
+                planned: effect.planned,
+                outcome: Some(effect.outcome.clone()).filter(|o| !o.is_empty()),
+                duration_ms: effect.duration_ms.map(as_i64),
+                error: effect.error.clone(),
+                code: effect.extra_i64("code"),
+                migration_hash: effect.extra_str("migration_hash").map(str::to_owned),
+            }),
+            Body::Artifact(artifact) => self.artifacts.push(ArtifactRecord {
+                step,
+                name: artifact.name.clone(),
+                sha256: artifact.sha256.clone(),
+                size: as_i64(artifact.size),
+                planned: artifact.planned,
+                path: Some(artifact.path.clone()),
+                root: Some(artifact.root.clone()),
+            }),
+            Body::Approval(approval) => self.approvals.push(ApprovalRecord {
+                step,
+                role: approval.role.clone(),
+                approver: approval.approver.clone(),
+                time: Some(event.time.clone()),
+                script_sha256: Some(approval.script_sha256.clone()),
+                plan_hash: Some(approval.plan_hash.clone()),
+            }),
+            Body::RunEnd(end) => {
+                self.ended = Some(event.time.clone());
+                self.outcome = Some(end.outcome.clone());
+                self.exit_code = Some(i64::from(end.exit_code));
+                self.duration_ms = Some(as_i64(end.duration_ms));
+                self.error.clone_from(&end.error);
             }
-            "effect" => self.effects.push(EffectRecord {
-                step,
-                namespace: text(event, "namespace").unwrap_or_default(),
-                action: text(event, "action").unwrap_or_default(),
-                target: text(event, "target").unwrap_or_default(),
-                read_only: flag(event, "read_only"),
-                planned: flag(event, "planned"),
-                outcome: text(event, "outcome"),
-                duration_ms: int(event, "duration_ms"),
-                error: text(event, "error"),
-                code: int(event, "code"),
-                migration_hash: text(event, "migration_hash"),
-            }),
-            "artifact" => self.artifacts.push(ArtifactRecord {
-                step,
-                name: text(event, "name").unwrap_or_default(),
-                sha256: text(event, "sha256").unwrap_or_default(),
-                size: int(event, "size").unwrap_or(0),
-                planned: flag(event, "planned"),
-                path: text(event, "path"),
-                root: text(event, "root"),
-            }),
-            "approval" => self.approvals.push(ApprovalRecord {
-                step,
-                role: text(event, "role").unwrap_or_default(),
-                approver: text(event, "approver").unwrap_or_default(),
-                time: text(event, "time"),
-                script_sha256: text(event, "script_sha256"),
-                plan_hash: text(event, "plan_hash"),
-            }),
-            "run_end" => {
-                self.ended = text(event, "time");
-                self.outcome = text(event, "outcome");
-                self.exit_code = int(event, "exit_code");
-                self.duration_ms = int(event, "duration_ms");
-                self.error = text(event, "error");
-            }
-            _ => {}
+            Body::Output(_) | Body::Log(_) | Body::Prompt(_) | Body::Plan(_) => {}
         }
     }
+
+    /// Closes the newest open step of that name and occurrence (a skipped step never opened).
+    fn end_step(&mut self, name: String, end: &StepEnd) {
+        let occurrence = end.occurrence.map(as_i64);
+        let open = self
+            .steps
+            .iter_mut()
+            .rev()
+            .find(|s| s.outcome.is_none() && s.name == name && s.occurrence == occurrence);
+        let target = match open {
+            Some(step) => step,
+            None => {
+                self.steps.push(StepRecord {
+                    name,
+                    occurrence,
+                    ..StepRecord::default()
+                });
+                self.steps.last_mut().expect("just pushed")
+            }
+        };
+        target.outcome = Some(end.outcome.clone());
+        target.duration_ms = Some(as_i64(end.duration_ms));
+        target.error.clone_from(&end.error);
+        target.reason.clone_from(&end.reason);
+    }
+}
+
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Writing: the sink and its writer thread.
 
 enum Message {
-    Event(Value),
+    Event(Box<Event>),
     Finish(mpsc::Sender<()>),
 }
 
@@ -306,23 +297,15 @@ struct IndexSink {
 }
 
 impl Sink for IndexSink {
-    fn event(&self, event: &Value) {
+    fn event(&self, event: &Event, _line: &str) {
         // Output lines and logs are not indexed: do not even copy them (a chatty build prints
         // millions). Never blocks: the writer thread does the I/O.
-        let indexed = matches!(
-            event["kind"].as_str(),
-            Some(
-                "run_start"
-                    | "step_start"
-                    | "step_end"
-                    | "effect"
-                    | "artifact"
-                    | "approval"
-                    | "run_end"
-            )
+        let indexed = !matches!(
+            event.body,
+            Body::Output(_) | Body::Log(_) | Body::Prompt(_) | Body::Plan(_)
         );
         if indexed {
-            let _ = self.sender.send(Message::Event(event.clone()));
+            let _ = self.sender.send(Message::Event(Box::new(event.clone())));
         }
     }
 
@@ -407,7 +390,7 @@ fn writer(path: &Path, journal: Option<&Path>, receiver: &mpsc::Receiver<Message
             let mut batch = vec![first];
             batch.extend(receiver.try_iter());
             let mut finish = None;
-            let events: Vec<Value> = batch
+            let events: Vec<Box<Event>> = batch
                 .into_iter()
                 .filter_map(|message| match message {
                     Message::Event(event) => Some(event),
@@ -481,151 +464,161 @@ async fn open(path: &Path, write: bool) -> Result<SqliteConnection, String> {
 
 async fn write_batch(
     connection: &mut SqliteConnection,
-    events: &[Value],
+    events: &[Box<Event>],
 ) -> Result<(), sqlx::Error> {
     let mut tx = connection.begin().await?;
     for event in events {
-        let run = text(event, "run");
-        let seq = int(event, "seq");
-        let step = text(event, "step");
-        let time = text(event, "time");
-        match event["kind"].as_str().unwrap_or("") {
-            "run_start" => {
-                let tag = event["vars"]["tag"].as_str().map(str::to_owned);
-                sqlx::query(
-                    "INSERT OR REPLACE INTO runs (id, script, sha256, mode, tag, vars, trace_id, resumes, journal, cwd, pid, started)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&run)
-                .bind(text(event, "script"))
-                .bind(text(event, "sha256"))
-                .bind(text(event, "mode"))
-                .bind(tag)
-                .bind(event["vars"].to_string())
-                .bind(text(event, "trace_id"))
-                .bind(text(event, "resumes"))
-                .bind(text(event, "journal"))
-                .bind(text(event, "cwd"))
-                .bind(i64::from(std::process::id()))
-                .bind(&time)
-                .execute(&mut *tx)
-                .await?;
-            }
-            "step_start" => {
-                sqlx::query("INSERT OR REPLACE INTO steps (run_id, seq, name, occurrence, depth, started) VALUES (?, ?, ?, ?, ?, ?)")
-                    .bind(&run)
-                    .bind(seq)
-                    .bind(&step)
-                    .bind(int(event, "occurrence"))
-                    .bind(int(event, "depth"))
-                    .bind(&time)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            "step_end" => {
-                let updated = sqlx::query(
-                    "UPDATE steps SET outcome = ?, duration_ms = ?, error = ?, reason = ?
-                     WHERE rowid = (SELECT rowid FROM steps WHERE run_id = ? AND name = ? AND occurrence IS ? AND outcome IS NULL
-                                    ORDER BY seq DESC LIMIT 1)",
-                )
-                .bind(text(event, "outcome"))
-                .bind(int(event, "duration_ms"))
-                .bind(text(event, "error"))
-                .bind(text(event, "reason"))
-                .bind(&run)
-                .bind(&step)
-                .bind(int(event, "occurrence"))
-                .execute(&mut *tx)
-                .await?;
-                if updated.rows_affected() == 0 {
-                    // A skipped step never started.
-                    sqlx::query(
-                        "INSERT OR REPLACE INTO steps (run_id, seq, name, occurrence, started, outcome, duration_ms, error, reason)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&run)
-                    .bind(seq)
-                    .bind(&step)
-                    .bind(int(event, "occurrence"))
-                    .bind(&time)
-                    .bind(text(event, "outcome"))
-                    .bind(int(event, "duration_ms"))
-                    .bind(text(event, "error"))
-                    .bind(text(event, "reason"))
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            "effect" => {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO effects (run_id, seq, step, namespace, action, target, read_only, planned, outcome, duration_ms, error, code, migration_hash)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&run)
-                .bind(seq)
-                .bind(&step)
-                .bind(text(event, "namespace"))
-                .bind(text(event, "action"))
-                .bind(text(event, "target"))
-                .bind(flag(event, "read_only"))
-                .bind(flag(event, "planned"))
-                .bind(text(event, "outcome"))
-                .bind(int(event, "duration_ms"))
-                .bind(text(event, "error"))
-                .bind(int(event, "code"))
-                .bind(text(event, "migration_hash"))
-                .execute(&mut *tx)
-                .await?;
-            }
-            "artifact" => {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO artifacts (run_id, seq, step, name, sha256, size, planned, path, root) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&run)
-                .bind(seq)
-                .bind(&step)
-                .bind(text(event, "name"))
-                .bind(text(event, "sha256"))
-                .bind(int(event, "size"))
-                .bind(flag(event, "planned"))
-                .bind(text(event, "path"))
-                .bind(text(event, "root"))
-                .execute(&mut *tx)
-                .await?;
-            }
-            "approval" => {
-                sqlx::query(
-                    "INSERT OR REPLACE INTO approvals (run_id, seq, step, role, approver, time, script_sha256, plan_hash, answer, id)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&run)
-                .bind(seq)
-                .bind(&step)
-                .bind(text(event, "role"))
-                .bind(text(event, "approver"))
-                .bind(text(event, "time").or(time.clone()))
-                .bind(text(event, "script_sha256"))
-                .bind(text(event, "plan_hash"))
-                .bind(text(event, "answer"))
-                .bind(text(event, "id"))
-                .execute(&mut *tx)
-                .await?;
-            }
-            "run_end" => {
-                sqlx::query("UPDATE runs SET ended = ?, outcome = ?, exit_code = ?, duration_ms = ?, error = ? WHERE id = ?")
-                    .bind(&time)
-                    .bind(text(event, "outcome"))
-                    .bind(int(event, "exit_code"))
-                    .bind(int(event, "duration_ms"))
-                    .bind(text(event, "error"))
-                    .bind(&run)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            _ => {}
-        }
+        index_event(&mut tx, event).await?;
     }
     tx.commit().await
+}
+
+/// Writes what one event says into the index (the SQL twin of [`RunRecord::apply`]).
+async fn index_event(tx: &mut SqliteConnection, event: &Event) -> Result<(), sqlx::Error> {
+    let (run, seq, step, time) = (&event.run, as_i64(event.seq), &event.step, &event.time);
+    match &event.body {
+        Body::RunStart(start) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO runs (id, script, sha256, mode, tag, vars, trace_id, resumes, journal, cwd, pid, started)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run)
+            .bind(&start.script)
+            .bind(&start.sha256)
+            .bind(&start.mode)
+            .bind(start.vars.get("tag"))
+            .bind(serde_json::to_string(&start.vars).unwrap_or_default())
+            .bind(&start.trace_id)
+            .bind(&start.resumes)
+            .bind(&start.journal)
+            .bind(&start.cwd)
+            .bind(i64::from(std::process::id()))
+            .bind(time)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Body::StepStart(start) => {
+            sqlx::query("INSERT OR REPLACE INTO steps (run_id, seq, name, occurrence, depth, started) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(run)
+                .bind(seq)
+                .bind(step)
+                .bind(start.occurrence.map(as_i64))
+                .bind(start.depth.map(as_i64))
+                .bind(time)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Body::StepEnd(end) => index_step_end(tx, event, end).await?,
+        Body::Effect(effect) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO effects (run_id, seq, step, namespace, action, target, read_only, planned, outcome, duration_ms, error, code, migration_hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run)
+            .bind(seq)
+            .bind(step)
+            .bind(&effect.namespace)
+            .bind(&effect.action)
+            .bind(&effect.target)
+            .bind(effect.read_only)
+            .bind(effect.planned)
+            .bind(&effect.outcome)
+            .bind(effect.duration_ms.map(as_i64))
+            .bind(&effect.error)
+            .bind(effect.extra_i64("code"))
+            .bind(effect.extra_str("migration_hash"))
+            .execute(&mut *tx)
+            .await?;
+        }
+        Body::Artifact(artifact) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO artifacts (run_id, seq, step, name, sha256, size, planned, path, root) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run)
+            .bind(seq)
+            .bind(step)
+            .bind(&artifact.name)
+            .bind(&artifact.sha256)
+            .bind(as_i64(artifact.size))
+            .bind(artifact.planned)
+            .bind(&artifact.path)
+            .bind(&artifact.root)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Body::Approval(approval) => {
+            sqlx::query(
+                "INSERT OR REPLACE INTO approvals (run_id, seq, step, role, approver, time, script_sha256, plan_hash, answer, id)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run)
+            .bind(seq)
+            .bind(step)
+            .bind(&approval.role)
+            .bind(&approval.approver)
+            .bind(time)
+            .bind(&approval.script_sha256)
+            .bind(&approval.plan_hash)
+            .bind(&approval.answer)
+            .bind(&approval.id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Body::RunEnd(end) => {
+            sqlx::query("UPDATE runs SET ended = ?, outcome = ?, exit_code = ?, duration_ms = ?, error = ? WHERE id = ?")
+                .bind(time)
+                .bind(&end.outcome)
+                .bind(end.exit_code)
+                .bind(as_i64(end.duration_ms))
+                .bind(&end.error)
+                .bind(run)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Body::Output(_) | Body::Log(_) | Body::Prompt(_) | Body::Plan(_) => {}
+    }
+    Ok(())
+}
+
+async fn index_step_end(
+    tx: &mut SqliteConnection,
+    event: &Event,
+    end: &StepEnd,
+) -> Result<(), sqlx::Error> {
+    let occurrence = end.occurrence.map(as_i64);
+    let updated = sqlx::query(
+        "UPDATE steps SET outcome = ?, duration_ms = ?, error = ?, reason = ?
+         WHERE rowid = (SELECT rowid FROM steps WHERE run_id = ? AND name = ? AND occurrence IS ? AND outcome IS NULL
+                        ORDER BY seq DESC LIMIT 1)",
+    )
+    .bind(&end.outcome)
+    .bind(as_i64(end.duration_ms))
+    .bind(&end.error)
+    .bind(&end.reason)
+    .bind(&event.run)
+    .bind(&event.step)
+    .bind(occurrence)
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        // A skipped step never started.
+        sqlx::query(
+            "INSERT OR REPLACE INTO steps (run_id, seq, name, occurrence, started, outcome, duration_ms, error, reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&event.run)
+        .bind(as_i64(event.seq))
+        .bind(&event.step)
+        .bind(occurrence)
+        .bind(&event.time)
+        .bind(&end.outcome)
+        .bind(as_i64(end.duration_ms))
+        .bind(&end.error)
+        .bind(&end.reason)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,8 +25,10 @@ use crate::redact::Redactor;
 use crate::reporter::{Format, format_ms};
 use crate::resolver::{display_path, normalize};
 use crate::run::{self, Finished};
-use notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+mod source;
+
+use notify::RecursiveMode;
+use notify_debouncer_full::{Debouncer, RecommendedCache};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -39,7 +41,7 @@ use std::time::{Duration, Instant};
 /// stops waiting for it and goes on.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
-enum Message {
+pub(crate) enum Message {
     /// Paths that changed (a debounced batch, not yet filtered).
     Changed(Vec<PathBuf>),
     /// The watcher itself reported a problem (reported, not fatal).
@@ -94,28 +96,7 @@ pub fn watch(settings: RunSettings) -> Result<i32, Error> {
     let signals = watch_signals(&runtime, sender.clone(), current.clone());
 
     let window = Duration::from_millis(settings.flags.debounce.max(1));
-    let forward = sender.clone();
-    let debouncer = new_debouncer(window, None, move |result: DebounceEventResult| {
-        // Only forward: the loop does the work. An unbounded send never blocks.
-        let message = match result {
-            Ok(events) => Message::Changed(
-                events
-                    .into_iter()
-                    .filter(|event| !matches!(event.kind, EventKind::Access(_)))
-                    .flat_map(|event| event.event.paths)
-                    .collect(),
-            ),
-            Err(errors) => Message::WatchError(
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-        };
-        let _ = forward.send(message);
-    })
-    .map_err(|e| Error::host("starting the file watcher", e))?;
+    let debouncer = source::start(window, sender.clone())?;
 
     let mut watch = Watch {
         script: script.clone(),
@@ -467,20 +448,12 @@ fn confirm_live(settings: &RunSettings) -> Result<(), Error> {
             settings.source_name
         ))
     };
-    let (Ok(input), Ok(output)) = (
-        std::fs::File::open("/dev/tty"),
-        std::fs::OpenOptions::new().write(true).open("/dev/tty"),
-    ) else {
-        return Err(refuse());
-    };
-    let term = console::Term::read_write_pair(input, output);
-    let confirmed = dialoguer::Confirm::new()
-        .with_prompt(format!(
+    let tty = crate::host::prompt::terminal::Tty::open().ok_or_else(refuse)?;
+    let confirmed = tty
+        .confirm(&format!(
             "Watch {} LIVE: every save reruns it and performs its effects for real. Continue?",
             settings.source_name
         ))
-        .default(false)
-        .interact_on(&term)
         .map_err(|_| refuse())?;
     if confirmed {
         Ok(())

@@ -32,7 +32,7 @@ fn a_caught_http_error_has_kind_status_and_prints_as_its_message() {
 
 #[test]
 fn caught_errors_name_their_kind() {
-    let out = Test::new()
+    Test::new()
         .file("glow.toml", "[exec]\nallow = [\"sleep\", \"false\"]\n")
         .script(
             r#"
@@ -44,25 +44,32 @@ fn caught_errors_name_their_kind() {
             try { throw "plain"; } catch (e) { print(type_of(e)) }
             "#,
         )
+        .stdout(
+            "
+            exec 1
+            check: check failed: never
+            policy
+            timeout
+            http
+            string
+            ",
+        )
+        .stderr(r"glow-run script\.rhai · live · run \S+\n.*✗ denied: exec run uname.*\nrun \S+ ok in .*")
         .status(0);
-    assert_eq!(
-        out.stdout,
-        "exec 1\ncheck: check failed: never\npolicy\ntimeout\nhttp\nstring\n"
-    );
 }
 
 #[test]
-fn an_uncaught_typed_error_renders_as_its_message() {
+fn a_failed_primitive_renders_its_message_at_the_call_site() {
     let out = Test::new()
-        .script("step(\"deploy\", || exec::run(\"false\", []));\n")
+        .script("let x = 1;\nstep(\"deploy\", || exec::run(\"false\", []));\n")
         .status(1);
     assert!(
-        out.stderr
-            .contains("error: exec::run: `false` exited with code 1\n"),
+        out.stderr.contains(
+            "error: exec::run: `false` exited with code 1\n --> script.rhai:2:25\n  |\n2 | step(\"deploy\", || exec::run(\"false\", []));\n  |                         ^\n  = step: deploy\n"
+        ),
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("  = step: deploy\n"), "{}", out.stderr);
 }
 
 #[test]
@@ -294,4 +301,70 @@ fn check_and_prompt_agree_on_the_id_of_a_question_without_letters() {
         "{}",
         out.stderr
     );
+}
+
+/// The host namespaces and their functions, as `glow-run defs` prints them.
+fn exported_functions() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let out = Test::new().arg("defs").status(0);
+    let mut namespaces = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in out.stdout.lines() {
+        if let Some(rest) = line.strip_prefix("module ") {
+            let name = rest.trim_end_matches(" {").trim_end_matches(';');
+            // Host namespaces only: the stdlib modules are documented in their own section.
+            current = (!name.starts_with('"') && name != "static").then(|| name.to_owned());
+        } else if let (Some(namespace), Some(signature)) =
+            (&current, line.trim().strip_prefix("fn "))
+        {
+            let name: String = signature
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            namespaces
+                .entry(namespace.clone())
+                .or_insert_with(std::collections::BTreeSet::new)
+                .insert(name);
+        }
+    }
+    namespaces
+}
+
+#[test]
+fn the_readme_api_section_matches_glow_run_defs() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("\n## Script API")
+        .expect("a Script API section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[1..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 1)];
+    let exported = exported_functions();
+    assert!(exported.contains_key("exec") && exported.contains_key("sql"));
+    // Every `ns::fn` the README names exists.
+    for (namespace, functions) in &exported {
+        let prefix = format!("{namespace}::");
+        for (at, _) in section.match_indices(&prefix) {
+            let name: String = section[at + prefix.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                functions.contains(&name),
+                "README names {namespace}::{name}, which `glow-run defs` does not export"
+            );
+        }
+    }
+    // Every exported function is documented: as `ns::fn(` or, for methods, as `.fn(`.
+    for (namespace, functions) in &exported {
+        for name in functions {
+            let documented = section.contains(&format!("{namespace}::{name}("))
+                || section.contains(&format!(".{name}("));
+            assert!(
+                documented,
+                "{namespace}::{name} is exported but not in the README's Script API"
+            );
+        }
+    }
 }

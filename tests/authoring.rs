@@ -191,24 +191,25 @@ fn watch_shows_a_broken_edit_with_its_caret_and_does_not_rerun_until_fixed() {
     w.wait_for("--> script.rhai:1:");
     w.wait_for("1 | print(\"broken\";");
     w.wait_for("^");
-    // Give a rerun every chance to happen: it must not.
-    std::thread::sleep(Duration::from_millis(800));
+    // Events are handled in order: had the broken edit rerun the last good version, its output
+    // would stand before the fixed version's.
+    w.write("script.rhai", r#"print("fixed one");"#);
+    w.wait_for("fixed one");
+    w.wait_for("run 2 ended");
     assert_eq!(
         w.count("good one"),
         1,
         "the previous version was rerun\n{}",
         w.transcript()
     );
-    assert_eq!(w.count("run 2 started"), 0, "{}", w.transcript());
     assert_eq!(
         w.count("broken"),
         1,
         "only the source line may show it\n{}",
         w.transcript()
     );
-    w.write("script.rhai", r#"print("fixed one");"#);
-    w.wait_for("fixed one");
     assert_eq!(w.count("run 2 started"), 1, "{}", w.transcript());
+    assert_eq!(w.count("run 3 started"), 0, "{}", w.transcript());
 }
 
 #[test]
@@ -703,8 +704,14 @@ fn watch_reruns_when_glow_toml_or_the_env_file_changes() {
     // A broken glow.toml is reported like a broken script: the last good run stands.
     w.write("glow.toml", "[exec\n");
     w.wait_for("invalid configuration");
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(w.count("run 4 started"), 0, "{}", w.transcript());
+    // The next run is the one the fixed glow.toml starts, not one of the broken file.
+    w.write("glow.toml", "[exec]\nshell = false\n");
+    w.wait_for("run 4 ended");
+    let transcript = w.transcript();
+    let broken = transcript.find("invalid configuration").unwrap();
+    let fourth = transcript.find("run 4 started").unwrap();
+    assert!(broken < fourth, "{transcript}");
+    assert_eq!(w.count("run 5 started"), 0, "{transcript}");
 }
 
 #[test]

@@ -570,20 +570,11 @@ fn group_members(pgid: i32) -> Vec<i32> {
 }
 
 fn wait_for_file(path: &std::path::Path) -> String {
-    let start = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && text.ends_with('\n')
-        {
-            return text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(&path.display().to_string(), Duration::from_secs(20), || {
+        std::fs::read_to_string(path)
+            .ok()
+            .filter(|text| text.ends_with('\n'))
+    })
 }
 
 #[test]
@@ -601,8 +592,9 @@ fn sigint_kills_the_whole_process_group_and_exits_130() {
         .trim()
         .parse()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(group_members(pgid).len() >= 2, "both sleeps run");
+    eventually("both sleeps run", Duration::from_secs(10), || {
+        (group_members(pgid).len() >= 2).then_some(())
+    });
     let sent = Instant::now();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -707,22 +699,20 @@ fn journal_stays_parseable_after_sigkill() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !test.path().join("ready").exists() {
-        assert!(start.elapsed() < Duration::from_secs(20));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    let runs = test.path().join(".glow/runs");
+    let journal = || {
+        let run = std::fs::read_dir(&runs).ok()?.next()?.ok()?.path();
+        std::fs::read_to_string(run.join("journal.jsonl")).ok()
+    };
+    // The child's last line reaches the journal while the host still runs; then kill it.
+    eventually(
+        "the child's output is journaled",
+        Duration::from_secs(20),
+        || journal().filter(|text| text.contains("\"line\":\"out 10\"")),
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    let runs = test.path().join(".glow/runs");
-    let run = std::fs::read_dir(runs)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(run.join("journal.jsonl")).unwrap();
+    let text = journal().unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines.len() > 200, "{} lines", lines.len());
     for line in &lines {

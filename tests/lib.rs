@@ -10,5 +10,6 @@ mod http;
 mod plans;
 mod prompt;
 mod runbook;
+mod security;
 mod shared_state;
 mod sql;

@@ -24,44 +24,19 @@ use crate::journal::now_rfc3339;
 use crate::options::{HostResult, host_error};
 use crate::policy::Subject;
 use rhai::{Array, Dynamic, Engine, Map, Module};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::json;
 use std::cell::RefCell;
-use std::fs::File;
-use std::io::{Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// Read/write chunk for copy-and-hash: large enough that syscalls and hashing calls amortise.
-const CHUNK: usize = 1024 * 1024;
-/// Buffers in flight between the copying thread and the hashing thread.
-const POOL: usize = 4;
-/// Every this many bytes written, the kernel is asked to start writing them to disk, so the
-/// fsync at the end waits for the last few MiB instead of the whole file.
-const WRITEBACK_EVERY: u64 = 16 * 1024 * 1024;
-/// Temp files in the store start with this (verify and bundle ignore them).
-pub const TEMP_PREFIX: &str = ".glow-tmp-";
-pub const MANIFEST: &str = "manifest.json";
+mod copy;
+mod source;
+mod store;
 
-/// One stored (or, in a dry run, planned) artifact.
-#[derive(Debug, Clone)]
-struct Entry {
-    name: String,
-    size: u64,
-    sha256: String,
-    step: Option<String>,
-    time: String,
-    planned: bool,
-}
-
-/// The store of one run, opened on first use.
-struct Store {
-    /// Where the root is, as resolved from the template (relative to the working directory).
-    root: PathBuf,
-    /// The root's real path, once it exists (live: created on open).
-    real: Option<PathBuf>,
-    entries: Vec<Entry>,
-}
+use copy::{SourceFile, copy_hashed, walk};
+use store::{Entry, Store, read_manifest, write_atomic};
+pub use store::{MANIFEST, TEMP_PREFIX, clean_name, root_for};
 
 #[derive(Default)]
 struct Artifacts {
@@ -110,53 +85,6 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     install(engine, "artifact", module);
 }
 
-/// The store root for this run: the policy template filled in, or `<state_dir>/artifacts/<run_id>`.
-pub fn root_for(ctx: &HostContext) -> Result<PathBuf, String> {
-    let Some(template) = &ctx.policy.artifacts.root else {
-        return Ok(ctx.settings.state_dir.join("artifacts").join(&ctx.run_id));
-    };
-    let mut out = String::new();
-    let mut rest = template.as_str();
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let close = after
-            .find('}')
-            .ok_or_else(|| format!("[artifacts] root \"{template}\" has an unclosed '{{'"))?;
-        let (key, default) = match after[..close].split_once(':') {
-            Some((key, default)) => (key, Some(default)),
-            None => (&after[..close], None),
-        };
-        let value = match key {
-            "run_id" => ctx.run_id.clone(),
-            "date" => chrono::Utc::now().format("%Y-%m-%d").to_string(),
-            name => match (ctx.settings.vars.get(name), default) {
-                (Some(value), _) => value.clone(),
-                (None, Some(default)) => default.to_owned(),
-                (None, None) => {
-                    return Err(format!(
-                        "[artifacts] root \"{template}\" uses {{{name}}}, but no --var {name}=... was given"
-                    ));
-                }
-            },
-        };
-        // A value may be a path (`--var workspace=examples/app`, `.`), but never climb out with
-        // `..`; a tag or date stays one folder name.
-        let climbs = Path::new(&value)
-            .components()
-            .any(|c| matches!(c, Component::ParentDir));
-        if value.is_empty() || value.contains('\0') || climbs {
-            return Err(format!(
-                "[artifacts] root \"{template}\": {{{key}}} = \"{value}\" is not a usable folder name"
-            ));
-        }
-        out.push_str(&value);
-        rest = &after[close + 1..];
-    }
-    out.push_str(rest);
-    Ok(PathBuf::from(out))
-}
-
 impl Artifacts {
     /// Opens the store on first use: resolves the root, creates it in a live run, and loads an
     /// existing manifest (a policy root may be shared by a release's runs).
@@ -168,14 +96,6 @@ impl Artifacts {
         let mut slot = self.store.borrow_mut();
         if slot.is_none() {
             let root = root_for(ctx).map_err(|why| host_error(format!("artifact store: {why}")))?;
-            if !ctx.is_dry_run() {
-                std::fs::create_dir_all(&root).map_err(|e| {
-                    host_error(format!(
-                        "artifact store: cannot create {}: {e}",
-                        root.display()
-                    ))
-                })?;
-            }
             let real = std::fs::canonicalize(&root).ok();
             let entries = read_manifest(&root.join(MANIFEST))
                 .map_err(|why| host_error(format!("artifact store: {why}")))?;
@@ -186,243 +106,6 @@ impl Artifacts {
             });
         }
         f(slot.as_mut().expect("store opened above"))
-    }
-}
-
-/// Reads a manifest's entries (none when the file does not exist).
-fn read_manifest(path: &Path) -> Result<Vec<Entry>, String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
-    let items = value["artifacts"].as_array().cloned().unwrap_or_default();
-    Ok(items
-        .iter()
-        .map(|item| Entry {
-            name: item["name"].as_str().unwrap_or_default().to_owned(),
-            size: item["size"].as_u64().unwrap_or(0),
-            sha256: item["sha256"].as_str().unwrap_or_default().to_owned(),
-            step: item["step"].as_str().map(str::to_owned),
-            time: item["time"].as_str().unwrap_or_default().to_owned(),
-            planned: false,
-        })
-        .collect())
-}
-
-/// Checks an artifact name as text and returns it normalised (`a/./b` -> `a/b`).
-/// Refuses empty names, NUL, absolute paths, `..` and the manifest's own name.
-pub fn clean_name(name: &str) -> Result<String, String> {
-    if name.contains('\0') {
-        return Err(format!("artifact name {name:?} contains a NUL byte"));
-    }
-    let mut parts = Vec::new();
-    for component in Path::new(name).components() {
-        match component {
-            Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                return Err(format!(
-                    "artifact name '{name}' contains '..'; names stay inside the store"
-                ));
-            }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "artifact name '{name}' is absolute; names are relative to the store"
-                ));
-            }
-        }
-    }
-    if parts.is_empty() {
-        return Err(format!("artifact name '{name}' is empty"));
-    }
-    let clean = parts.join("/");
-    if clean == MANIFEST || parts.iter().any(|p| p.starts_with(TEMP_PREFIX)) {
-        return Err(format!("artifact name '{name}' is reserved by the store"));
-    }
-    Ok(clean)
-}
-
-/// Resolves every existing component of `root/name` to its real path and refuses a name that
-/// a symlink would lead out of the root. Components that do not exist yet are created later
-/// inside a directory that was checked.
-fn confine(real_root: &Path, name: &str) -> Result<PathBuf, String> {
-    let mut current = real_root.to_path_buf();
-    for part in name.split('/') {
-        current.push(part);
-        match std::fs::symlink_metadata(&current) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-            Err(e) => return Err(format!("artifact '{name}': {}: {e}", current.display())),
-            Ok(meta) if meta.file_type().is_symlink() => {
-                let real = std::fs::canonicalize(&current).map_err(|_| {
-                    format!(
-                        "artifact '{name}': {} is a symlink that leads nowhere",
-                        current.display()
-                    )
-                })?;
-                if !real.starts_with(real_root) {
-                    return Err(format!(
-                        "artifact '{name}': {} is a symlink to {}, outside the store",
-                        current.display(),
-                        real.display()
-                    ));
-                }
-            }
-            Ok(_) => {}
-        }
-    }
-    Ok(real_root.join(name))
-}
-
-/// Copies `reader` into `out` (when given) and hashes it in the same pass: each chunk is read
-/// once, written by this thread and hashed by a helper thread meanwhile (a small pool of
-/// buffers goes round), so hashing overlaps the write instead of adding to it.
-fn copy_hashed(
-    ctx: &HostContext,
-    reader: &mut (impl Read + Send),
-    out: Option<&mut File>,
-) -> HostResult<Result<(u64, String), std::io::Error>> {
-    let token = ctx.current_token();
-    let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<(Vec<u8>, usize)>(POOL);
-    let (give_back, free) = std::sync::mpsc::sync_channel::<Vec<u8>>(POOL);
-    for _ in 0..POOL {
-        let _ = give_back.send(vec![0u8; CHUNK]);
-    }
-    let mut out = out;
-    std::thread::scope(|scope| {
-        let hasher = scope.spawn(move || {
-            let mut hasher = Sha256::new();
-            for (buffer, n) in chunks {
-                hasher.update(&buffer[..n]);
-                let _ = give_back.send(buffer);
-            }
-            hex::encode(hasher.finalize())
-        });
-        let mut size = 0u64;
-        let mut flushed = 0u64;
-        let copied = loop {
-            if token.is_cancelled() {
-                break Err(None);
-            }
-            let Ok(mut buffer) = free.recv() else {
-                break Err(None);
-            };
-            let n = match reader.read(&mut buffer) {
-                Ok(0) => break Ok(()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                    let _ = to_hasher.send((buffer, 0));
-                    continue;
-                }
-                Err(e) => break Err(Some(e)),
-            };
-            if let Some(out) = out.as_deref_mut() {
-                if let Err(e) = out.write_all(&buffer[..n]) {
-                    break Err(Some(e));
-                }
-                if size + n as u64 - flushed >= WRITEBACK_EVERY {
-                    start_writeback(out, flushed, size + n as u64 - flushed);
-                    flushed = size + n as u64;
-                }
-            }
-            size += n as u64;
-            if to_hasher.send((buffer, n)).is_err() {
-                break Err(None);
-            }
-        };
-        drop(to_hasher);
-        let sha256 = hasher.join().unwrap_or_default();
-        match copied {
-            Ok(()) => Ok(Ok((size, sha256))),
-            Err(Some(e)) => Ok(Err(e)),
-            Err(None) => Err(ctx.cancelled_error()),
-        }
-    })
-}
-
-/// Starts writing `len` bytes at `offset` of `file` to disk without waiting (Linux
-/// `sync_file_range(SYNC_FILE_RANGE_WRITE)`): the disk works while the copy goes on, and the
-/// final fsync, which still guarantees durability, has little left to do. A failure only
-/// loses the head start.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: a plain syscall on a file descriptor we own, with no pointers.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
-/// Writes `dest` atomically: a temp file beside it, filled, fsynced, renamed over the name.
-fn write_atomic<T>(
-    dest: &Path,
-    fill: impl FnOnce(&mut File) -> HostResult<Result<T, std::io::Error>>,
-) -> HostResult<Result<T, std::io::Error>> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let attempt = (|| {
-        std::fs::create_dir_all(dir)?;
-        tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            // Evidence is meant to be read (umask still applies); tempfile's default is 0600.
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .tempfile_in(dir)
-    })();
-    let mut temp = match attempt {
-        Ok(temp) => temp,
-        Err(e) => return Ok(Err(e)),
-    };
-    let value = match fill(temp.as_file_mut())? {
-        Ok(value) => value,
-        Err(e) => return Ok(Err(e)),
-    };
-    let finish = (|| {
-        temp.as_file().sync_all()?;
-        temp.persist(dest).map_err(|e| e.error)?;
-        // The rename itself must survive a crash too.
-        File::open(dir)?.sync_all()
-    })();
-    Ok(finish.map(|()| value))
-}
-
-impl Store {
-    /// The real path `name` will be stored at, after the confinement checks.
-    fn destination(&self, name: &str) -> Result<PathBuf, String> {
-        match &self.real {
-            Some(real) => confine(real, name),
-            // Dry run and the root does not exist: nothing there to escape through.
-            None => Ok(self.root.join(name)),
-        }
-    }
-
-    fn record(&mut self, entry: Entry) {
-        match self.entries.iter_mut().find(|e| e.name == entry.name) {
-            Some(existing) => *existing = entry,
-            None => self.entries.push(entry),
-        }
-    }
-
-    /// Rewrites `manifest.json` atomically from the stored (not planned) entries.
-    fn write_manifest(&self) -> Result<(), String> {
-        let items: Vec<Value> = self
-            .entries
-            .iter()
-            .filter(|e| !e.planned)
-            .map(|e| json!({ "name": e.name, "size": e.size, "sha256": e.sha256, "step": e.step, "time": e.time }))
-            .collect();
-        let mut text =
-            serde_json::to_vec_pretty(&json!({ "artifacts": items })).unwrap_or_default();
-        text.push(b'\n');
-        let real = self.real.as_ref().ok_or("the store root does not exist")?;
-        let result = write_atomic(&real.join(MANIFEST), |file| Ok(file.write_all(&text)));
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("cancelled".into()),
-        }
     }
 }
 
@@ -479,60 +162,16 @@ fn result_map(name: &str, size: u64, sha256: &str, planned: bool) -> Map {
     ])
 }
 
-/// One file of a `put`: its source and the name it gets in the store.
-struct SourceFile {
-    source: PathBuf,
-    name: String,
-}
-
-/// Lists the files under `dir` (sorted, recursive). Symlinks are followed only when they stay
-/// inside `dir` and point at a file; the others are returned as skipped, with the reason.
-fn walk(
-    dir: &Path,
-    real_dir: &Path,
-    prefix: &str,
-    files: &mut Vec<SourceFile>,
-    skipped: &mut Vec<String>,
-) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(std::fs::DirEntry::file_name);
-    for entry in entries {
-        let path = entry.path();
-        let name = format!("{prefix}/{}", entry.file_name().to_string_lossy());
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            walk(&path, real_dir, &name, files, skipped)?;
-        } else if kind.is_file() {
-            files.push(SourceFile { source: path, name });
-        } else if kind.is_symlink() {
-            match std::fs::canonicalize(&path) {
-                Ok(real) if real.starts_with(real_dir) && real.is_file() => {
-                    files.push(SourceFile { source: real, name })
-                }
-                Ok(real) if !real.starts_with(real_dir) => {
-                    skipped.push(format!(
-                        "{} (a symlink out of the directory)",
-                        path.display()
-                    ));
-                }
-                _ => skipped.push(format!(
-                    "{} (a symlink to a directory or nothing)",
-                    path.display()
-                )),
-            }
-        } else {
-            skipped.push(format!("{} (not a regular file)", path.display()));
-        }
-    }
-    Ok(())
-}
-
 /// `put` in a dry run of a path that does not exist yet: plans the copy under its name.
+/// `put` of a path that does not exist: a dry run plans the copy of a file or directory that a
+/// planned step (a build, a test run) would have produced (a trailing `/` marks a directory);
+/// a live run fails, journaled as a failed effect.
 fn put_missing(
     ctx: &HostContext,
     state: &Artifacts,
     path: &str,
     name: Option<&str>,
+    why: &std::io::Error,
 ) -> HostResult<Map> {
     let trimmed = path.trim_end_matches('/');
     let base = match name {
@@ -546,7 +185,8 @@ fn put_missing(
                 ))
             })?,
     };
-    let base = clean_name(&base).map_err(|why| host_error(format!("artifact::put: {why}")))?;
+    let base = clean_name(&source::redacted_name(ctx, &base))
+        .map_err(|why| host_error(format!("artifact::put: {why}")))?;
     let target = if path.ends_with('/') {
         format!("{base}/")
     } else {
@@ -561,17 +201,22 @@ fn put_missing(
             read_only: false,
             subject: Subject::None,
         };
-        match ctx.effect(effect, |_event| {
-            Err(host_error(format!("artifact::put: cannot read '{path}'")))
-        })? {
-            Outcome::Planned => Ok(map_of([
-                ("name", Dynamic::from(base.clone())),
-                ("sha256", Dynamic::from(String::new())),
-                ("size", Dynamic::from(0_i64)),
-                ("planned", Dynamic::TRUE),
-            ])),
-            Outcome::Done(()) => unreachable!("a dry run plans every write"),
-        }
+        ctx.perform(
+            effect,
+            || {
+                Ok(map_of([
+                    ("name", Dynamic::from(base.clone())),
+                    ("sha256", Dynamic::from(String::new())),
+                    ("size", Dynamic::from(0_i64)),
+                    ("planned", Dynamic::TRUE),
+                ]))
+            },
+            |_event| {
+                Err(host_error(format!(
+                    "artifact::put: cannot read '{path}': {why}"
+                )))
+            },
+        )
     })
 }
 
@@ -579,10 +224,8 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
     let source = PathBuf::from(path);
     let meta = match std::fs::metadata(&source) {
         Ok(meta) => meta,
-        // A dry run plans the copy of a file or directory that a planned step (a build, a
-        // test run) would have produced; a trailing `/` on the path marks a directory.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && ctx.is_dry_run() => {
-            return put_missing(ctx, state, path, name);
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return put_missing(ctx, state, path, name, &e);
         }
         Err(e) => {
             return Err(host_error(format!(
@@ -601,7 +244,8 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
                 ))
             })?,
     };
-    let base = clean_name(&base).map_err(|why| host_error(format!("artifact::put: {why}")))?;
+    let base = clean_name(&source::redacted_name(ctx, &base))
+        .map_err(|why| host_error(format!("artifact::put: {why}")))?;
 
     let mut skipped = Vec::new();
     let files = if meta.is_dir() {
@@ -610,6 +254,9 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         let mut files = Vec::new();
         walk(&source, &real_dir, &base, &mut files, &mut skipped)
             .map_err(|e| host_error(format!("artifact::put: cannot read '{path}': {e}")))?;
+        files
+            .iter_mut()
+            .for_each(|f| f.name = source::redacted_name(ctx, &f.name));
         files
     } else {
         vec![SourceFile {
@@ -622,11 +269,8 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
     }
 
     state.with_store(ctx, |store| {
-        let destinations = files
-            .iter()
-            .map(|file| store.destination(&file.name))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|why| host_error(format!("artifact::put: {why}")))?;
+        // Names are checked before anything is journaled or written.
+        store.destinations(&files)?;
         let effect = Effect {
             namespace: "artifact",
             action: "put",
@@ -641,23 +285,21 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         };
         let mut results: Vec<(String, u64, String)> = Vec::new();
         let outcome = ctx.effect(effect, |_event| {
+            let destinations = store.create_then(|store| store.destinations(&files))?;
             for (file, dest) in files.iter().zip(&destinations) {
-                let mut input = File::open(&file.source).map_err(|e| {
-                    host_error(format!(
-                        "artifact::put: cannot read '{}': {e}",
-                        file.source.display()
-                    ))
-                })?;
+                let mut input = source::open(&file.source)?;
                 let (size, sha256) =
-                    write_atomic(dest, |out| copy_hashed(ctx, &mut input, Some(out)))?.map_err(
-                        |e| {
-                            host_error(format!(
-                                "artifact::put: storing '{}' as {}: {e}",
-                                file.source.display(),
-                                dest.display()
-                            ))
-                        },
-                    )?;
+                    write_atomic(dest, |out| match source::narrow_permissions(out, &input) {
+                        Ok(()) => copy_hashed(ctx, &mut input, Some(out)),
+                        Err(e) => Ok(Err(e)),
+                    })?
+                    .map_err(|e| {
+                        host_error(format!(
+                            "artifact::put: storing '{}' as {}: {e}",
+                            file.source.display(),
+                            dest.display()
+                        ))
+                    })?;
                 stored(
                     ctx,
                     store,
@@ -675,12 +317,7 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         if planned {
             // The plan still says what would be stored: read the sources, write nothing.
             for file in &files {
-                let mut input = File::open(&file.source).map_err(|e| {
-                    host_error(format!(
-                        "artifact::put: cannot read '{}': {e}",
-                        file.source.display()
-                    ))
-                })?;
+                let mut input = source::open(&file.source)?;
                 let (size, sha256) = copy_hashed(ctx, &mut input, None)?.map_err(|e| {
                     host_error(format!(
                         "artifact::put: reading '{}': {e}",
@@ -725,10 +362,13 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
 }
 
 fn write(ctx: &HostContext, state: &Artifacts, name: &str, value: &Dynamic) -> HostResult<Map> {
-    let name = clean_name(name).map_err(|why| host_error(format!("artifact::write: {why}")))?;
-    // Text the host writes is redacted; a blob is the script's own bytes and is kept as is.
+    let name = clean_name(&source::redacted_name(ctx, name))
+        .map_err(|why| host_error(format!("artifact::write: {why}")))?;
+    // Everything written is redacted, a blob's bytes too.
     let bytes: Vec<u8> = if value.is_blob() {
-        value.clone().cast::<rhai::Blob>()
+        (ctx.redactor
+            .redact_bytes(&value.clone().cast::<rhai::Blob>()))
+        .into_owned()
     } else if value.is_map() || value.is_array() {
         let mut json = crate::host::json::from_dynamic(value);
         ctx.redactor.redact_json(&mut json);
@@ -741,7 +381,7 @@ fn write(ctx: &HostContext, state: &Artifacts, name: &str, value: &Dynamic) -> H
     let sha256 = crate::config::sha256_hex(&bytes);
     let size = bytes.len() as u64;
     state.with_store(ctx, |store| {
-        let dest = store
+        store
             .destination(&name)
             .map_err(|why| host_error(format!("artifact::write: {why}")))?;
         let effect = Effect {
@@ -753,6 +393,11 @@ fn write(ctx: &HostContext, state: &Artifacts, name: &str, value: &Dynamic) -> H
             subject: Subject::None,
         };
         let outcome = ctx.effect(effect, |_event| {
+            let dest = store.create_then(|store| {
+                store
+                    .destination(&name)
+                    .map_err(|why| host_error(format!("artifact::write: {why}")))
+            })?;
             write_atomic(&dest, |file| Ok(file.write_all(&bytes)))?.map_err(|e| {
                 host_error(format!("artifact::write: storing {}: {e}", dest.display()))
             })?;

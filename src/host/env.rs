@@ -4,7 +4,7 @@
 //! In a dry run a missing name is recorded as something a live run needs, not an error.
 
 use super::{HostContext, Need, add_fn, install};
-use crate::options::{HostResult, kind_error};
+use crate::options::{HostResult, host_error, kind_error};
 use rhai::{Array, Dynamic, Engine, Map, Module};
 use std::rc::Rc;
 
@@ -119,7 +119,14 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                 .insert(name.to_owned());
             match lookup(&c, name) {
                 Some(value) => {
-                    c.register_secret(&value);
+                    if !c.redactor.register(&value) {
+                        return Err(host_error(format!(
+                            "env::secret: {name} is {} character(s) long; secrets shorter than {} characters cannot be redacted \
+                             (masking them would mask every such text), so glow-run refuses them: use a longer value",
+                            value.chars().count(),
+                            crate::redact::MIN_SECRET_LEN
+                        )));
+                    }
                     Ok(value)
                 }
                 None => missing(&c, &[name.to_owned()], true).map(|()| String::new()),

@@ -6,12 +6,11 @@
 //! after a short grace. Output streams live to the terminal, prefixed by the step, is journaled
 //! line by line and captured (bounded) for the result map.
 
-use super::{
-    DEFAULT_EXEC_TIMEOUT, Effect, HostContext, KILL_GRACE, Outcome, add_fn, install, map_of,
-};
+use super::{DEFAULT_EXEC_TIMEOUT, Effect, HostContext, KILL_GRACE, Need, add_fn, install, map_of};
 use crate::journal::Journal;
 use crate::options::{HostResult, Options, host_error, kind_error};
 use crate::policy::Subject;
+use crate::redact::lines::LineWindow;
 use crate::script_error::ScriptError;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -33,6 +32,8 @@ const MAX_CAPTURE: usize = 4 * 1024 * 1024;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_millis(250);
 /// Lines of stderr quoted in the error of a failed command.
 const STDERR_TAIL_LINES: usize = 20;
+/// Output held back for the redaction window before it is released regardless.
+const MAX_HELD_BACK: usize = 256 * 1024;
 
 struct Request {
     action: &'static str,
@@ -208,11 +209,16 @@ fn run(
     options: Map,
 ) -> HostResult<Map> {
     let request = Request::parse(ctx, action, program, args, options)?;
+    // A credential handed to the child in `opts.env` is a secret by its name, like one the
+    // child inherits.
+    for (name, value) in &request.env {
+        if crate::redact::shape::is_secret_name(name) {
+            ctx.register_secret(value);
+        }
+    }
     let resolved = cache.resolve(&request.program);
-    if resolved.is_none() && ctx.is_dry_run() {
-        ctx.needs(|needs| {
-            needs.programs.insert(request.program.clone());
-        });
+    if resolved.is_none() {
+        ctx.needed(Need::Program, std::slice::from_ref(&request.program));
     }
     let command_line = if action == "sh" {
         request.args[1].clone()
@@ -222,7 +228,10 @@ fn run(
     let subject = if action == "sh" {
         Subject::Shell
     } else {
-        Subject::Program(&request.program)
+        Subject::Program {
+            name: &request.program,
+            path: resolved.as_deref(),
+        }
     };
     let effect = Effect {
         namespace: "exec",
@@ -234,28 +243,30 @@ fn run(
         read_only: request.read_only && resolved.is_some(),
         subject,
     };
-    let outcome = ctx.effect(effect, |event| {
-        let path = resolved.clone().ok_or_else(|| {
-            host_error(format!(
-                "exec::{action}: program '{}' not found on PATH",
-                request.program
-            ))
-        })?;
-        let finished = spawn_and_wait(ctx, &request, path, &command_line)?;
-        event.insert("code".into(), json!(finished.code));
-        Ok(finished)
-    })?;
-    let finished = match outcome {
-        Outcome::Planned => {
-            return Ok(map_of([
-                ("code", Dynamic::from(0_i64)),
-                ("stdout", Dynamic::from(String::new())),
-                ("stderr", Dynamic::from(String::new())),
-                ("duration_ms", Dynamic::from(0_i64)),
-                ("planned", Dynamic::TRUE),
-            ]));
-        }
-        Outcome::Done(finished) => finished,
+    // Planned: no process ran (`None`); the planned result map is made below.
+    let outcome = ctx.perform(
+        effect,
+        || Ok(None),
+        |event| {
+            let path = resolved.clone().ok_or_else(|| {
+                host_error(format!(
+                    "exec::{action}: program '{}' not found on PATH",
+                    request.program
+                ))
+            })?;
+            let finished = spawn_and_wait(ctx, &request, path, &command_line)?;
+            event.insert("code".into(), json!(finished.code));
+            Ok(Some(finished))
+        },
+    )?;
+    let Some(finished) = outcome else {
+        return Ok(map_of([
+            ("code", Dynamic::from(0_i64)),
+            ("stdout", Dynamic::from(String::new())),
+            ("stderr", Dynamic::from(String::new())),
+            ("duration_ms", Dynamic::from(0_i64)),
+            ("planned", Dynamic::TRUE),
+        ]));
     };
     if request.check && finished.code != 0 {
         let tail = ctx.redact(&finished.stderr_tail());
@@ -423,6 +434,13 @@ async fn terminate_group(pgid: Pid, child: &mut tokio::process::Child) {
     }
 }
 
+/// How long a child may be quiet before held-back lines are released (see `redact::lines`),
+/// and after how many such rounds even a line that may end in the start of a secret is.
+const QUIET_FLUSH: Duration = Duration::from_millis(100);
+const MAX_QUIET_ROUNDS: u32 = 50;
+
+/// Reads one output stream: captures it (bounded) for the result map and journals it line by
+/// line, redacted over a window of lines so a secret split across lines is masked too.
 async fn pump(
     pipe: impl AsyncRead + Unpin,
     stream: &'static str,
@@ -431,13 +449,41 @@ async fn pump(
     quiet: bool,
     captured: Arc<Mutex<Captured>>,
 ) {
+    let redactor = journal.redactor().clone();
+    let emit = |lines: Vec<String>| {
+        for line in lines {
+            let mut fields = json!({ "stream": stream, "line": line });
+            if quiet {
+                fields["quiet"] = json!(true);
+            }
+            journal.emit("output", step.as_deref(), fields);
+        }
+    };
     let mut reader = BufReader::new(pipe);
+    let mut window = LineWindow::default();
     let mut buffer = Vec::new();
+    let mut quiet_rounds = 0;
     loop {
-        buffer.clear();
-        match reader.read_until(b'\n', &mut buffer).await {
+        let read = if window.has_pending() {
+            match tokio::time::timeout(QUIET_FLUSH, reader.read_until(b'\n', &mut buffer)).await {
+                Ok(read) => read,
+                // Partly read bytes stay in `buffer` for the next call.
+                Err(_quiet) => {
+                    quiet_rounds += 1;
+                    if quiet_rounds >= MAX_QUIET_ROUNDS {
+                        emit(window.take_ready(&redactor, true));
+                    } else {
+                        emit(window.take_quiet(&redactor));
+                    }
+                    continue;
+                }
+            }
+        } else {
+            reader.read_until(b'\n', &mut buffer).await
+        };
+        match read {
             Ok(0) | Err(_) => break,
-            Ok(_) => {}
+            Ok(_) => quiet_rounds = 0,
         }
         let text = String::from_utf8_lossy(&buffer);
         {
@@ -448,11 +494,13 @@ async fn pump(
                 captured.truncated = true;
             }
         }
-        let line = text.trim_end_matches(['\n', '\r']);
-        let mut fields = json!({ "stream": stream, "line": line });
-        if quiet {
-            fields["quiet"] = json!(true);
+        window.push(text.trim_end_matches(['\n', '\r']).to_owned());
+        buffer.clear();
+        // Release lines when no more output is waiting (one redaction per burst, not per
+        // line), or when a long burst has piled up.
+        if reader.buffer().is_empty() || window.pending_len() > MAX_HELD_BACK {
+            emit(window.take_ready(&redactor, false));
         }
-        journal.emit("output", step.as_deref(), fields);
     }
+    emit(window.take_ready(&redactor, true));
 }

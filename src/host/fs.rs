@@ -5,7 +5,7 @@
 //! Every call is a read-only effect through the gate: journaled like any other effect, and
 //! subject to `[fs] allow` (a `glob` returns only the matches that policy lets the script read).
 
-use super::{Effect, HostContext, Outcome, add_fn, install};
+use super::{Effect, HostContext, add_fn, install};
 use crate::options::{HostResult, host_error};
 use crate::policy::Subject;
 use rhai::{Array, Dynamic, Engine, Module};
@@ -28,12 +28,7 @@ fn read_effect<T>(
         read_only: true,
         subject: Subject::Path(Path::new(path)),
     };
-    match ctx.effect(effect, |_| perform())? {
-        Outcome::Done(value) => Ok(value),
-        Outcome::Planned => Err(host_error(format!(
-            "fs::{action}: a read was planned instead of performed"
-        ))),
-    }
+    ctx.read(effect, |_| perform())
 }
 
 pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
@@ -43,11 +38,15 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         &mut module,
         "read",
         &["path: String", "String"],
-        "The text of a file (UTF-8); an error naming the path when it cannot be read.",
+        "The text of a file (UTF-8, a regular file of at most 64 MiB); an error naming the path when it cannot be read.",
         move |path: &str| -> HostResult<String> {
             read_effect(&c, "read", path, || {
-                std::fs::read_to_string(path)
-                    .map_err(|e| host_error(format!("fs::read: cannot read '{path}': {e}")))
+                // Only a regular file, bounded: `/dev/zero` or a FIFO must not hang or fill memory.
+                crate::regular_file::read_to_string(
+                    std::path::Path::new(path),
+                    crate::regular_file::READ_CAP,
+                )
+                .map_err(|e| host_error(format!("fs::read: cannot read '{path}': {e}")))
             })
         },
     );
@@ -84,7 +83,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
 }
 
 fn glob_allowed(ctx: &HostContext, pattern: &str, effect: Effect<'_>) -> HostResult<Vec<String>> {
-    let outcome = ctx.effect(effect, |event| {
+    ctx.read(effect, |event| {
         let paths = glob::glob(pattern)
             .map_err(|e| host_error(format!("fs::glob: invalid pattern '{pattern}': {e}")))?;
         let mut found: Vec<String> = paths
@@ -95,9 +94,5 @@ fn glob_allowed(ctx: &HostContext, pattern: &str, effect: Effect<'_>) -> HostRes
         found.sort();
         event.insert("matches".into(), json!(found.len()));
         Ok(found)
-    })?;
-    match outcome {
-        Outcome::Done(found) => Ok(found),
-        Outcome::Planned => Ok(Vec::new()),
-    }
+    })
 }

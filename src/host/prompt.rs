@@ -19,7 +19,7 @@
 
 pub mod answers;
 mod approve;
-mod terminal;
+pub mod terminal;
 
 pub use answers::Answers;
 

@@ -34,6 +34,8 @@ pub struct Test {
     env: BTreeMap<String, String>,
     stdin: Option<String>,
     timeout: Duration,
+    expected_stdout: Option<String>,
+    expected_stderr: Option<regex::Regex>,
 }
 
 /// What a finished run printed and returned.
@@ -60,6 +62,8 @@ impl Test {
             env: BTreeMap::new(),
             stdin: None,
             timeout: Duration::from_secs(60),
+            expected_stdout: None,
+            expected_stderr: None,
         }
     }
 
@@ -97,6 +101,25 @@ impl Test {
 
     pub fn stdin(mut self, text: &str) -> Self {
         self.stdin = Some(text.to_owned());
+        self
+    }
+
+    /// The exact stdout the run must print (unindented like scripts), asserted by `status`.
+    pub fn stdout(mut self, expected: &str) -> Self {
+        let text = unindent(expected);
+        let text = text.trim_end();
+        self.expected_stdout = Some(if text.is_empty() {
+            String::new()
+        } else {
+            format!("{text}\n")
+        });
+        self
+    }
+
+    /// A regex the whole stderr must match (`(?s)` so `.` crosses lines), asserted by `status`.
+    pub fn stderr(mut self, pattern: &str) -> Self {
+        let pattern = format!("(?s)^{}$", unindent(pattern).trim_end());
+        self.expected_stderr = Some(regex::Regex::new(&pattern).expect("a valid stderr regex"));
         self
     }
 
@@ -144,8 +167,10 @@ impl Test {
         (self, finished)
     }
 
-    /// Runs and asserts the exit status, printing everything when it differs.
+    /// Runs and asserts the exit status (and the stdout and stderr when given), printing
+    /// everything when one differs.
     pub fn status(self, expected: i32) -> Finished {
+        let (stdout, stderr) = (self.expected_stdout.clone(), self.expected_stderr.clone());
         let (dir, mut finished) = self.run_keep();
         finished.keep = Some(dir);
         assert_eq!(
@@ -153,6 +178,20 @@ impl Test {
             "exit status\n--- stdout ---\n{}\n--- stderr ---\n{}",
             finished.stdout, finished.stderr
         );
+        if let Some(stdout) = stdout {
+            assert_eq!(
+                finished.stdout, stdout,
+                "stdout\n--- stderr ---\n{}",
+                finished.stderr
+            );
+        }
+        if let Some(stderr) = stderr {
+            assert!(
+                stderr.is_match(finished.stderr.trim_end()),
+                "stderr does not match {stderr}\n--- stderr ---\n{}",
+                finished.stderr
+            );
+        }
         finished
     }
 
@@ -237,6 +276,23 @@ impl Finished {
         kind: &str,
     ) -> Vec<&'a serde_json::Value> {
         events.iter().filter(|e| e["kind"] == kind).collect()
+    }
+}
+
+/// Polls `probe` until it returns `Some` and returns that value; panics naming `what` when
+/// `deadline` passes first. The one polling loop of the suite: a test waits for a condition,
+/// never for a fixed time.
+pub fn eventually<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -38,6 +38,21 @@ impl Tty {
         Some(Self { file })
     }
 
+    /// A yes/no question on the terminal outside any run (watch mode's live confirmation): it
+    /// blocks until answered; the terminal is restored whatever the answer.
+    pub fn confirm(self, question: &str) -> dialoguer::Result<bool> {
+        let saved = tcgetattr(&self.file).ok();
+        let term = Term::read_write_pair(self.file.try_clone()?, self.file.try_clone()?);
+        let answer = dialoguer::Confirm::new()
+            .with_prompt(question)
+            .default(false)
+            .interact_on(&term);
+        if answer.is_err() {
+            restore(&self.file, saved.as_ref());
+        }
+        answer
+    }
+
     /// Runs `ask` on the terminal (on its own thread) and waits for the answer or cancellation.
     pub fn ask<T: Send + 'static>(
         self,
