@@ -83,7 +83,10 @@ pub struct Plan {
 /// How a saved plan records an env value: its digest, or `unset`.
 pub fn env_digest(value: Option<&str>) -> String {
     match value {
-        Some(value) => format!("sha256:{}", crate::config::sha256_hex(value.as_bytes())),
+        Some(value) => format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(value.as_bytes()))
+        ),
         None => "unset".to_owned(),
     }
 }
