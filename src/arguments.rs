@@ -97,6 +97,15 @@ pub struct RunFlags {
     /// failing when another live run holds it.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub wait_lock: Option<std::time::Duration>,
+
+    /// With --dry-run: save the plan (for approvers to sign and --plan to apply).
+    #[arg(long, value_name = "FILE")]
+    pub plan_out: Option<PathBuf>,
+
+    /// Live run bound to a saved plan (a file, or its hash with --state): refuses a stale plan
+    /// and any effect the plan does not list.
+    #[arg(long, value_name = "FILE|HASH", conflicts_with_all = ["dry_run", "watch", "plan_out"])]
+    pub plan: Option<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -177,10 +186,44 @@ pub enum Command {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+
+    /// Saved plans: `plan show FILE|HASH`.
+    Plan {
+        #[command(subcommand)]
+        action: PlanAction,
+    },
+    /// Sign a saved plan as ROLE with an SSH key (or attach a signature made elsewhere).
+    Approve(ApproveArgs),
     /// Write Rhai definition files (.d.rhai) for editors.
     Defs {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    #[arg(value_name = "FILE|HASH")]
+    pub plan: String,
+    #[arg(long)]
+    pub role: String,
+    /// Private key (default: GLOW_SIGNING_KEY, else ~/.ssh/id_ed25519); a .pub uses ssh-agent.
+    #[arg(long, value_name = "PATH", conflicts_with = "signature")]
+    pub key: Option<PathBuf>,
+    /// Who signs (default: the principal allowed_signers lists for the key and role).
+    #[arg(long, value_name = "NAME")]
+    pub principal: Option<String>,
+    /// An armored SSH signature made elsewhere (`ssh-keygen -Y sign`), or @FILE.
+    #[arg(long, value_name = "SIG", requires = "principal")]
+    pub signature: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanAction {
+    /// What a saved plan will do, its hash, its approvals and whether each verifies.
+    Show {
+        #[arg(value_name = "FILE|HASH")]
+        plan: String,
     },
 }
 

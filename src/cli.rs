@@ -2,6 +2,9 @@
 //! the error once, through the redactor, as the exit code's companion on stderr. Nothing below
 //! this file imports it: runs, watch mode and the subcommands are called from here.
 
+mod approve;
+mod plan;
+
 use crate::arguments::{Arguments, Command};
 use crate::config::RunSettings;
 use crate::error::{EXIT_OK, Error};
@@ -82,6 +85,8 @@ fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error
         }) => crate::commands::unlock(&arguments.global, &script, &environment, &reason, yes),
         Some(Command::Verify { path }) => crate::commands::verify(&path),
         Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
+        Some(Command::Plan { action }) => plan::plan(&arguments.global, action),
+        Some(Command::Approve(args)) => approve::approve(&arguments.global, &args),
         None => {
             let settings = RunSettings::load(
                 arguments.script.as_deref(),

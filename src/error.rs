@@ -48,6 +48,8 @@ pub enum Error {
     },
     /// A verification found mismatches (`glow-run verify`).
     Verify { problems: Vec<String> },
+    /// Refused before anything ran (a stale saved plan, an approval that does not verify).
+    Refused { message: String },
 }
 
 impl Error {
@@ -73,7 +75,8 @@ impl Error {
             | Self::ScriptRead { .. }
             | Self::Config { .. }
             | Self::Compile { .. }
-            | Self::Lint { .. } => EXIT_USAGE,
+            | Self::Lint { .. }
+            | Self::Refused { .. } => EXIT_USAGE,
             Self::Interrupted => EXIT_INTERRUPTED,
             Self::Script { .. } | Self::Host { .. } | Self::Verify { .. } => EXIT_FAILED,
         }
@@ -128,6 +131,9 @@ impl Error {
                 if let Some(step) = step {
                     let _ = writeln!(out, "  = step: {step}");
                 }
+            }
+            Self::Refused { message } => {
+                let _ = writeln!(out, "error: {message}");
             }
             Self::Interrupted => {
                 let _ = writeln!(out, "error: interrupted");

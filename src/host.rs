@@ -15,6 +15,7 @@ pub mod http;
 pub mod json;
 pub mod log;
 pub mod prompt;
+pub mod saved_plan;
 pub mod sql;
 pub mod step;
 pub mod time;
@@ -66,6 +67,8 @@ pub struct HostContext {
     /// on first use because it may spawn git.
     pub initiator: std::cell::OnceCell<String>,
     pub plan: Mutex<Plan>,
+    /// The saved plan a live run is bound to (`--plan`), set before the script starts.
+    pub binding: std::cell::OnceCell<crate::plan_binding::Binding>,
     pub steps: RefCell<Vec<StepFrame>>,
     /// How many times each step name has started (resume matches on name and occurrence).
     pub step_occurrences: RefCell<HashMap<String, usize>>,
@@ -129,6 +132,7 @@ impl HostContext {
             runtime,
             initiator: std::cell::OnceCell::new(),
             plan: Mutex::new(Plan::default()),
+            binding: std::cell::OnceCell::new(),
             steps: RefCell::new(Vec::new()),
             step_occurrences: RefCell::new(HashMap::new()),
             selected_step_seen: RefCell::new(false),
@@ -278,6 +282,9 @@ impl HostContext {
 
     /// SHA-256 over the plan so far: what an approval signs off.
     pub fn plan_hash(&self) -> String {
+        if let Some(binding) = self.binding.get() {
+            return binding.plan.hash.clone();
+        }
         let effects = self.effects();
         let lines: Vec<String> = effects
             .iter()
@@ -358,7 +365,8 @@ impl HostContext {
         };
         let record = |event: EffectEvent| self.journal.record(step.as_deref(), Body::Effect(event));
 
-        if let Err(rule) = self.policy.check(&effect.subject) {
+        let refusal = self.policy.check(&effect.subject).err();
+        if let Some(rule) = refusal.or_else(|| self.refused_by_plan(step.as_deref(), &effect)) {
             event.outcome = "denied".into();
             event.error = Some(rule.clone());
             record(event);

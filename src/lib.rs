@@ -6,6 +6,7 @@
 //! which checks policy, honours dry-run, redacts and journals.
 
 pub mod alloc;
+pub mod approval;
 pub mod arguments;
 pub mod bundle;
 pub mod cancel;
@@ -24,6 +25,8 @@ pub mod lint;
 pub mod options;
 pub mod otlp;
 pub mod plan;
+pub mod plan_binding;
+pub mod plan_file;
 pub mod policy;
 pub mod prompt_id;
 pub mod redact;
@@ -34,7 +37,9 @@ pub mod resolver;
 pub mod run;
 pub mod script_error;
 pub mod session;
+pub mod shared_plans;
 pub mod shared_state;
+pub mod signing_key;
 pub mod span;
 pub mod state;
 pub mod watcher;

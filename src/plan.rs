@@ -73,4 +73,20 @@ impl Needs {
 pub struct Plan {
     pub effects: Vec<PlannedEffect>,
     pub needs: Needs,
+    /// Environment the script read: name -> `sha256:<digest of the value>` or `unset` (never
+    /// the value), for the saved plan's stale check.
+    pub env_reads: std::collections::BTreeMap<String, String>,
+    /// Names read as secrets (`env::secret`): listed in a saved plan, never digested.
+    pub secret_names: BTreeSet<String>,
+}
+
+/// How a saved plan records an env value: its digest, or `unset`.
+pub fn env_digest(value: Option<&str>) -> String {
+    match value {
+        Some(value) => format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(value.as_bytes()))
+        ),
+        None => "unset".to_owned(),
+    }
 }

@@ -92,6 +92,18 @@ pub struct ArtifactsPolicy {
 pub struct ApprovalsPolicy {
     #[serde(default)]
     pub distinct_from_initiator: bool,
+    /// OpenSSH allowed_signers file (path relative to the working directory; `{NAME}` /
+    /// `{NAME:default}` take `--var NAME=`).
+    pub allowed_signers: Option<String>,
+    /// Principals who may approve each role: `security = ["alice@example.com"]`.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
+    /// Live runs need `--plan`, and `prompt::approve` accepts only signatures.
+    #[serde(default)]
+    pub require_signatures: bool,
+    /// How long `prompt::approve` waits for a signature to arrive in the shared state.
+    #[serde(default, with = "humantime_serde_compat")]
+    pub wait: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,7 +249,7 @@ impl Policy {
         Ok(policy)
     }
 
-    fn file_label(&self) -> String {
+    pub fn file_label(&self) -> String {
         match &self.source {
             Some(path) => path.display().to_string(),
             None => FILE_NAME.to_owned(),

@@ -206,6 +206,7 @@ fn render_gathered(gathered: &Gathered) -> String {
         plan(&mut out, gathered.plan.as_ref());
     } else {
         effects(&mut out, &run);
+        saved_plan(&mut out, gathered.plan.as_ref());
     }
     migrations(&mut out, &run);
     artifacts(&mut out, &run);
@@ -355,6 +356,39 @@ fn effects(out: &mut String, run: &RunRecord) {
             if effect.read_only { " (read-only)" } else { "" },
             cell(&outcome),
             ms(effect.duration_ms)
+        );
+    }
+}
+
+/// A run bound to a saved plan (`--plan`): the plan's hash and the planned effects never reached.
+fn saved_plan(out: &mut String, plan: Option<&PlanEvent>) {
+    let Some(saved) = plan
+        .and_then(|p| p.extra.get("saved_plan"))
+        .filter(|s| s.is_object())
+    else {
+        return;
+    };
+    let hash = saved["hash"].as_str().unwrap_or("");
+    let _ = writeln!(out, "\n## Saved plan\n\nBound to plan `{hash}`.");
+    let unreached = saved["unreached"].as_array().cloned().unwrap_or_default();
+    if unreached.is_empty() {
+        let _ = writeln!(out, "Every planned effect was reached.");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\nPlanned effects this run never reached:\n\n| # | Step | Effect |\n|---|---|---|"
+    );
+    for effect in &unreached {
+        let text = |key: &str| effect[key].as_str().unwrap_or("").to_owned();
+        let _ = writeln!(
+            out,
+            "| {} | {} | `{} {} {}` |",
+            effect["seq"],
+            cell(effect["step"].as_str().unwrap_or("-")),
+            text("namespace"),
+            text("action"),
+            cell(&text("target"))
         );
     }
 }

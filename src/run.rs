@@ -132,6 +132,7 @@ fn run_on_engine_thread(
         }
     };
     ast.set_source(settings.source_name.as_str());
+    crate::host::saved_plan::bind(&ctx, &sources)?;
 
     // The shared state (and, for a live run, the release lock) comes before anything is written:
     // a run refused the lock leaves no journal.
@@ -253,17 +254,27 @@ fn run_on_engine_thread(
         let plan = ctx.plan.lock().unwrap_or_else(|e| e.into_inner());
         (plan.effects.clone(), plan.needs.clone())
     };
+    let saved_plan = crate::host::saved_plan::unreached_event(&ctx);
     journal.record(
         None,
         Body::Plan(PlanEvent {
             mode: settings.mode.as_str().to_owned(),
             effects: plan.0.clone(),
             needs: plan.1.clone(),
-            extra: Extra::new(),
+            extra: saved_plan
+                .map(|v| Extra::from_iter([("saved_plan".to_owned(), v)]))
+                .unwrap_or_default(),
         }),
     );
+    let saved = crate::host::saved_plan::save(&ctx, &sources, outcome.is_err());
 
-    let exit_code = outcome.as_ref().map_or_else(Error::code, |()| EXIT_OK);
+    let exit_code = outcome.as_ref().map_or_else(Error::code, |()| {
+        if saved {
+            EXIT_OK
+        } else {
+            crate::error::EXIT_FAILED
+        }
+    });
     let outcome_name = match &outcome {
         Ok(()) => "ok",
         Err(Error::Interrupted) => "interrupted",

@@ -10,6 +10,7 @@ mod evidence;
 mod foundation;
 mod http;
 mod observability;
+mod plans;
 mod prompt;
 mod runbook;
 mod security;

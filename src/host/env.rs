@@ -10,7 +10,23 @@ use std::rc::Rc;
 
 /// The value of `name`: `--env-file` first, then the process environment. Empty counts as unset.
 pub fn lookup(ctx: &HostContext, name: &str) -> Option<String> {
-    ctx.settings
+    let value = current(&ctx.settings, name);
+    // For a saved plan's stale check: which env the run depended on (a digest, never the value).
+    let digest = crate::plan::env_digest(value.as_deref());
+    let mut plan = ctx.plan.lock().unwrap_or_else(|e| e.into_inner());
+    plan.env_reads.entry(name.to_owned()).or_insert(digest);
+    if let Some(value) = &value
+        && (ctx.redactor.redact(value) != *value
+            || url::Url::parse(value).is_ok_and(|url| url.password().is_some()))
+    {
+        plan.secret_names.insert(name.to_owned());
+    }
+    value
+}
+
+/// The value a run sees for `name` (`--env-file` first, then the process), without recording it.
+pub fn current(settings: &crate::config::RunSettings, name: &str) -> Option<String> {
+    settings
         .env_overlay
         .get(name)
         .cloned()
@@ -95,6 +111,12 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         &["name: String", "String"],
         "The value of a secret environment variable, registered so it is redacted everywhere the host writes.",
         move |name: &str| -> HostResult<String> {
+            // A saved plan lists secrets by name only (see plan_binding).
+            c.plan
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .secret_names
+                .insert(name.to_owned());
             match lookup(&c, name) {
                 Some(value) => {
                     if !c.redactor.register(&value) {

@@ -5,7 +5,8 @@
 //! Every prompt has an id: `opts.id`, else the question slugged ([`slug`]); `approve(role)` has
 //! `approve_<role slugged>`. An answer comes from the first of:
 //! 1. `--answers FILE` (TOML or JSON keyed by id),
-//! 2. the environment variable `GLOW_ANSWER_<ID>` ([`env_name`]; `--env-file` counts),
+//! 2. the environment variable `GLOW_ANSWER_<ID>` ([`env_name`]) of the real process
+//!    environment (`--env-file` does not count: a workspace file must not answer prompts),
 //! 3. `--yes` (confirms only, never an approval),
 //! 4. a person at the controlling terminal (`/dev/tty`, so it works when output is piped).
 //!
@@ -14,10 +15,10 @@
 //! default, and lists the question (or sign-off) in the plan as something a live run needs.
 //! Every prompt journals a `prompt` event `{id, type, question, answer, source, planned}` (`type`:
 //! confirm|input|select|secret|approve, as `kind` is the event's own; a secret's answer as
-//! `[redacted]`). A granted approval in a live run also journals an `approval` event `{id, role,
-//! approver, script_sha256, plan_hash, answer, source}` whose `time` is the time of approval.
+//! `[redacted]`). Approvals (typed or signed) live in `approve.rs`.
 
 pub mod answers;
+mod approve;
 pub mod terminal;
 
 pub use answers::Answers;
@@ -105,9 +106,17 @@ fn given(ctx: &HostContext, id: &str, kind: Kind) -> Option<(Value, Source)> {
             return Some((value.clone(), Source::AnswersFile));
         }
     }
+    // The real process environment only: a workspace's --env-file must not answer prompts.
     for id in &ids {
-        if let Some(value) = super::env::lookup(ctx, &env_name(id)) {
+        let name = env_name(id);
+        if let Some(value) = std::env::var(&name).ok().filter(|v| !v.is_empty()) {
             return Some((Value::String(value), Source::Env));
+        }
+        if ctx.settings.env_overlay.contains_key(&name) {
+            ctx.log(
+                "warn",
+                &format!("{name} in --env-file is ignored: prompts are answered by --answers, the real environment or a person"),
+            );
         }
     }
     if kind == Kind::Confirm && ctx.settings.flags.yes {
@@ -395,142 +404,6 @@ fn secret(ctx: &HostContext, question: &str, options: Map) -> HostResult<String>
     Ok(answer)
 }
 
-// --- approve ---------------------------------------------------------------------------------
-
-/// What an approval answer says.
-enum Verdict {
-    Approved(String),
-    Declined,
-}
-
-fn verdict(value: &Value) -> Option<Verdict> {
-    match parse_bool(value) {
-        Some(true) => Some(Verdict::Approved(crate::identity::approver())),
-        Some(false) => Some(Verdict::Declined),
-        None => {
-            let identity = answer_text(value).trim().to_owned();
-            (!identity.is_empty()).then_some(Verdict::Approved(identity))
-        }
-    }
-}
-
-fn approve(ctx: &HostContext, role: &str, options: Map) -> HostResult<Map> {
-    let mut options = Options::new("prompt::approve", options);
-    let id = options.string("id")?.unwrap_or_else(|| approve_id(role));
-    let question = options
-        .string("question")?
-        .unwrap_or_else(|| format!("Sign-off as {role}"));
-    options.finish()?;
-    if ctx.is_dry_run() {
-        ctx.needs(|needs| {
-            if !needs.approvals.iter().any(|r| r == role) {
-                needs.approvals.push(role.to_owned());
-            }
-        });
-    }
-    let plan_hash = ctx.plan_hash();
-
-    let (answer, source) = if let Some((value, source)) = given(ctx, &id, Kind::Approve) {
-        (value, source)
-    } else if ctx.is_dry_run() {
-        record(
-            ctx,
-            &id,
-            Kind::Approve,
-            &question,
-            Value::Null,
-            Source::Default,
-        );
-        return Ok(approval_map(ctx, &id, role, "", &plan_hash, true));
-    } else if let Some(tty) = Tty::open() {
-        let prompt = format!(
-            "{question} (plan {}): type your identity to approve, or \"no\" to decline",
-            plan_hash.get(..12).unwrap_or(&plan_hash)
-        );
-        let typed = tty.ask(ctx, &id, move |term| {
-            let theme = theme();
-            dialoguer::Input::<String>::with_theme(&theme)
-                .with_prompt(prompt)
-                .validate_with(|text: &String| -> Result<(), &str> {
-                    if text.trim().is_empty() {
-                        Err("type your identity (e.g. your e-mail), or no")
-                    } else {
-                        Ok(())
-                    }
-                })
-                .interact_text_on(term)
-        })?;
-        (Value::String(typed), Source::Terminal)
-    } else {
-        return Err(unanswered(&id, Kind::Approve));
-    };
-
-    record(ctx, &id, Kind::Approve, &question, answer.clone(), source);
-    let approver = match verdict(&answer) {
-        Some(Verdict::Approved(approver)) => approver,
-        Some(Verdict::Declined) => {
-            return Err(host_error(format!(
-                "approval '{role}' was declined (prompt '{id}')"
-            )));
-        }
-        None => {
-            return Err(host_error(format!(
-                "prompt '{id}': an approval needs an identity or true"
-            )));
-        }
-    };
-    if ctx.policy.approvals.distinct_from_initiator {
-        let initiator = ctx.initiator();
-        if approver.trim().eq_ignore_ascii_case(initiator.trim()) {
-            let file = ctx
-                .policy
-                .source
-                .as_ref()
-                .map_or_else(|| "glow.toml".to_owned(), |p| p.display().to_string());
-            return Err(host_error(format!(
-                "policy refuses the approval '{role}' by {approver}: {initiator} started this run and \
-                 [approvals] distinct_from_initiator = true ({file}); another person must approve"
-            )));
-        }
-    }
-    if ctx.is_dry_run() {
-        return Ok(approval_map(ctx, &id, role, &approver, &plan_hash, true));
-    }
-    let result = approval_map(ctx, &id, role, &approver, &plan_hash, false);
-    ctx.emit(
-        "approval",
-        json!({
-            "id": id,
-            "role": role,
-            "approver": approver,
-            "script_sha256": ctx.settings.sha256,
-            "plan_hash": plan_hash,
-            "answer": answer_text(&answer),
-            "source": source.as_str(),
-        }),
-    );
-    Ok(result)
-}
-
-fn approval_map(
-    ctx: &HostContext,
-    id: &str,
-    role: &str,
-    approver: &str,
-    plan_hash: &str,
-    planned: bool,
-) -> Map {
-    map_of([
-        ("id", Dynamic::from(id.to_owned())),
-        ("role", Dynamic::from(role.to_owned())),
-        ("approver", Dynamic::from(approver.to_owned())),
-        ("time", Dynamic::from(crate::journal::now_rfc3339())),
-        ("script_sha256", Dynamic::from(ctx.settings.sha256.clone())),
-        ("plan_hash", Dynamic::from(plan_hash.to_owned())),
-        ("planned", Dynamic::from(planned)),
-    ])
-}
-
 // --- registration ----------------------------------------------------------------------------
 
 pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
@@ -630,17 +503,19 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
 
     let docs = "Asks for a sign-off by `role` (id `approve_<role>`); returns\n\
                 `#{ id, role, approver, time, script_sha256, plan_hash, planned }` and journals an `approval` event.\n\
-                A non-interactive answer is the approver's identity or true (GLOW_APPROVER, else git user.email,\n\
-                else the OS user); false/\"no\" declines (an error). --yes never approves.\n\
+                In a live run bound to a saved plan (--plan) it is satisfied by an SSH signature over the plan's hash\n\
+                (see `glow-run approve`), waiting up to `wait` for one with --state. Otherwise a typed answer: an e-mail\n\
+                or a principal listed in [approvals] roles, or true (GLOW_APPROVER, else git user.email, else the OS user);\n\
+                no/decline/reject/cancel/abort/nope decline (an error). --yes never approves; --env-file never answers.\n\
                 Policy `[approvals] distinct_from_initiator = true` refuses the identity that started the run.\n\
-                Options: `id`, `question`.";
+                Options: `id`, `question`, `wait` (e.g. \"30m\").";
     let c = ctx.clone();
     add_fn(
         &mut module,
         "approve",
         &["role: String", "Map"],
         docs,
-        move |role: &str| approve(&c, role, Map::new()),
+        move |role: &str| approve::approve(&c, role, Map::new()),
     );
     let c = ctx.clone();
     add_fn(
@@ -648,7 +523,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         "approve",
         &["role: String", "options: Map", "Map"],
         docs,
-        move |role: &str, options: Map| approve(&c, role, options),
+        move |role: &str, options: Map| approve::approve(&c, role, options),
     );
 
     install(engine, "prompt", module);

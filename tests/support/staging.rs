@@ -330,12 +330,17 @@ impl Staging {
     /// glow-run with the release environment, the stand-ins on PATH, approvals answered, in
     /// `root`, against the workspace `app`.
     pub fn command(&self, script: &str, extra: &[&str]) -> Command {
+        self.command_at(&repo().join("scripts").join(script), extra)
+    }
+
+    /// Like `command`, for a script given by path (a copy of scripts/ the test may edit).
+    pub fn command_at(&self, script: &Path, extra: &[&str]) -> Command {
         let mut command = Command::new(super::BIN);
         super::hermetic(&mut command);
         let api = self.server.url("");
         command
             .current_dir(&self.root)
-            .arg(repo().join("scripts").join(script))
+            .arg(script)
             .args(["--var", "workspace=app", "--var", &format!("tag={TAG}")])
             .args(["--var", &format!("feature_flags={FLAGS}")])
             .args([
