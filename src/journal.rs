@@ -3,11 +3,21 @@
 //! journal up to its last event. Every event is redacted before anything sees it, then handed
 //! to the sinks (the terminal reporter, the run index).
 //!
-//! Event shape: `{"seq", "time", "run", "kind", "step", ...}`; kinds: run_start, step_start,
-//! step_end, effect, output, log, artifact, prompt, approval, plan, run_end.
+//! Event shape: `{"seq", "time", "run", "kind", "step", ..., "prev"}`; kinds: run_start,
+//! step_start, step_end, effect, output, log, artifact, prompt, approval, plan, run_end.
+//!
+//! Hash chain (tamper evidence, checked by `glow-run verify`): every event's `prev` is the
+//! SHA-256 (hex) of the previous line's bytes without its newline, the first event's the SHA-256
+//! of the run id; `run_end` also carries `manifest_sha256`. The writer hashes the bytes it is
+//! about to write, so the chain costs one SHA-256 of each line and no second pass over the file.
+//! Events emitted before the file is attached (while the script compiles) are kept and written
+//! first when it is, so the file holds every event from seq 1 and the chain covers exactly its
+//! lines.
 
+use crate::host::artifact::MANIFEST;
 use crate::redact::Redactor;
 use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,6 +42,12 @@ struct Inner {
     file: Option<File>,
     seq: u64,
     write_error: Option<String>,
+    /// SHA-256 (hex) of the last line: the next event's `prev`.
+    prev: String,
+    /// Lines emitted before the file was attached, written to it first.
+    pending: Vec<u8>,
+    /// The artifact store the run wrote to (from its `artifact` events), for `manifest_sha256`.
+    store_root: Option<PathBuf>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -40,7 +56,7 @@ pub fn now_rfc3339() -> String {
 
 impl Journal {
     /// Opens `dir/journal.jsonl` for appending (the directory is created). Events emitted
-    /// before this (while the script compiles) reach the sinks only.
+    /// before this (while the script compiles) reached the sinks then and are written now.
     pub fn attach_file(&self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("journal.jsonl");
@@ -48,7 +64,11 @@ impl Journal {
             .create(true)
             .append(true)
             .open(&path)?;
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).file = Some(file);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = std::mem::take(&mut inner.pending);
+        (&file).write_all(&pending)?;
+        inner.file = Some(file);
+        drop(inner);
         let _ = self.path.set(path.clone());
         Ok(path)
     }
@@ -63,6 +83,9 @@ impl Journal {
                 file: None,
                 seq: 0,
                 write_error: None,
+                prev: hex::encode(Sha256::digest(run_id.as_bytes())),
+                pending: Vec::new(),
+                store_root: None,
             }),
             sinks: Mutex::new(Vec::new()),
         }
@@ -119,12 +142,20 @@ impl Journal {
         }
         let mut event = Value::Object(event);
         self.redactor.redact_json(&mut event);
-        if let Some(file) = inner.file.as_mut() {
-            let mut line = serde_json::to_vec(&event).unwrap_or_default();
-            line.push(b'\n');
-            if let Err(e) = file.write_all(&line) {
-                inner.write_error.get_or_insert_with(|| e.to_string());
+        // Digests are added after redaction: they hold no secret and must stay intact.
+        if let Value::Object(event) = &mut event {
+            inner.chain_fields(kind, event);
+        }
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        inner.prev = hex::encode(Sha256::digest(&line));
+        line.push(b'\n');
+        match inner.file.as_mut() {
+            Some(file) => {
+                if let Err(e) = file.write_all(&line) {
+                    inner.write_error.get_or_insert_with(|| e.to_string());
+                }
             }
+            None => inner.pending.extend_from_slice(&line),
         }
         // Sinks run under the lock so every consumer sees events in `seq` order.
         let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -133,6 +164,35 @@ impl Journal {
         }
         seq
     }
+}
+
+impl Inner {
+    /// Adds `prev` to every event and `manifest_sha256` to `run_end`, and notes the store
+    /// root a stored (not planned) artifact went to.
+    fn chain_fields(&mut self, kind: &str, event: &mut Map<String, Value>) {
+        if kind == "artifact"
+            && event.get("planned") != Some(&Value::Bool(true))
+            && let Some(root) = event.get("root").and_then(Value::as_str)
+        {
+            self.store_root = Some(PathBuf::from(root));
+        }
+        if kind == "run_end" {
+            event.insert(
+                "manifest_sha256".into(),
+                manifest_sha256(self.store_root.as_deref()),
+            );
+        }
+        event.insert("prev".into(), json!(self.prev));
+    }
+}
+
+/// `run_end`'s `manifest_sha256`: the SHA-256 of the store's `manifest.json` bytes as the run
+/// leaves them; null when the run stored no artifact (a dry run, or no `artifact` call).
+fn manifest_sha256(root: Option<&Path>) -> Value {
+    root.and_then(|root| std::fs::read(root.join(MANIFEST)).ok())
+        .map_or(Value::Null, |bytes| {
+            json!(hex::encode(Sha256::digest(&bytes)))
+        })
 }
 
 impl Journal {

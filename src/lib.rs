@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod arguments;
+pub mod attestation;
 pub mod bundle;
 pub mod cancel;
 pub mod commands;
@@ -29,6 +30,7 @@ pub mod run;
 pub mod shared_state;
 pub mod span;
 pub mod state;
+pub mod verify;
 pub mod watcher;
 
 pub use error::Error;

@@ -25,6 +25,8 @@ pub struct Policy {
     pub approvals: ApprovalsPolicy,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub evidence: EvidencePolicy,
     /// Where the policy was read from, if a file existed.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -81,6 +83,14 @@ pub struct ArtifactsPolicy {
 pub struct ApprovalsPolicy {
     #[serde(default)]
     pub distinct_from_initiator: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidencePolicy {
+    /// OpenSSH ed25519 private key that signs bundles' attestations (`--sign` and
+    /// `GLOW_SIGNING_KEY` come first); relative to the working directory.
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

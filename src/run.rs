@@ -70,10 +70,15 @@ fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error
         Some(Command::Resume { run_id, force, run }) => {
             crate::commands::resume(&arguments.global, &run_id, force, run, redactor)
         }
-        Some(Command::Bundle { run_id, output }) => {
-            crate::commands::bundle(&arguments.global, &run_id, &output)
-        }
-        Some(Command::Verify { path }) => crate::commands::verify(&path),
+        Some(Command::Bundle {
+            run_id,
+            output,
+            sign,
+        }) => crate::commands::bundle(&arguments.global, &run_id, &output, sign),
+        Some(Command::Verify {
+            path,
+            allowed_signers,
+        }) => crate::commands::verify(&arguments.global, &path, allowed_signers.as_deref()),
         Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
         None => {
             let settings = RunSettings::load(
@@ -273,6 +278,7 @@ fn run_on_engine_thread(
             "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
             "resumes": settings.resume.as_ref().map(|r| r.run_id.clone()),
             "journal": journal_file.path().map(|p| p.display().to_string()),
+            "modules": sources.borrow().module_digests(&settings.source_name),
         }),
     );
 
