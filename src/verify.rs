@@ -303,10 +303,11 @@ fn check_run(
     );
     let artifacts = checked.as_ref().map_or(0, |c| c.entries.len());
     out.lines.push(match &store {
+        Some(_) if bundle => format!("{MANIFEST}: {artifacts} artifact(s)"),
         Some(store) => format!("{MANIFEST}: {artifacts} artifact(s) in {}", store.display()),
         None => format!("{MANIFEST}: none (the run stored no artifact)"),
     });
-    let mut signature = String::from("no attestation (a run folder)");
+    let mut attested = String::new();
     if bundle {
         for extra in entries(dir) {
             let name = relative(&extra, dir);
@@ -314,11 +315,14 @@ fn check_run(
                 out.findings.push(format!("{name}: not part of a bundle"));
             }
         }
-        signature = check_attestation(dir, &journal, checked.as_ref(), allowed, out);
+        attested = format!(
+            "; attestation {}",
+            check_attestation(dir, &journal, checked.as_ref(), allowed, out)
+        );
     }
     out.summary = format!(
-        "ok: {artifacts} artifact(s) match {MANIFEST}; journal chain holds through seq {} and ends with run_end; attestation: {signature} ({target})",
-        journal.holds_through
+        "ok: {artifacts} artifact(s) and {} journal event(s) verify in {target}{attested}",
+        journal.events.len()
     );
 }
 
@@ -461,7 +465,7 @@ fn signature_status(
             .unwrap_or_default();
         if verifies(&signer.key, &pae, &sig) {
             status.push(format!(
-                "signed by {keyid}, verified ({} in {} line {})",
+                "signed by {keyid}, trusted: {} in {} line {}",
                 signer.principals,
                 allowed.path.display(),
                 signer.line

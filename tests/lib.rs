@@ -10,3 +10,4 @@ mod prompt;
 mod runbook;
 mod shared_state;
 mod sql;
+mod tamper;

@@ -257,7 +257,10 @@ impl JournalCheck {
     pub fn summary(&self) -> String {
         let events = self.events.len();
         let ending = match (&self.run_end, self.last_seq) {
-            (Some(end), _) => format!("ends with run_end (outcome {})", end["outcome"]),
+            (Some(end), _) => format!(
+                "ends with run_end (outcome {})",
+                end["outcome"].as_str().unwrap_or("?")
+            ),
             (None, last) => format!(
                 "incomplete: ends at seq {} with no run_end",
                 last.unwrap_or(0)
