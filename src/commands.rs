@@ -110,7 +110,7 @@ pub fn show(global: &GlobalFlags, run_id: &str) -> Result<i32, Error> {
 
 fn chain_line(journal: &Path) -> String {
     let Ok(bytes) = std::fs::read(journal) else {
-        return format!("  chain: cannot read {}\n", journal.display());
+        return format!("  journal: cannot read {}\n", journal.display());
     };
     let run_id = journal
         .parent()
@@ -118,9 +118,9 @@ fn chain_line(journal: &Path) -> String {
         .map(|n| n.to_string_lossy());
     let check = crate::verify::journal::check(&bytes, run_id.as_deref());
     match check.findings.first() {
-        None => format!("  chain verifies: {}\n", check.summary()),
+        None => format!("  journal verifies: {}\n", check.summary()),
         Some(first) => format!(
-            "  chain does not verify: {}; {first}{}\n",
+            "  journal does not verify: {}; {first}{}\n",
             check.summary(),
             if check.findings.len() > 1 {
                 format!(

@@ -354,10 +354,11 @@ fn check_manifest_against_journal(
     let Some(store) = checked else { return };
     let mut stored: BTreeMap<&str, &Value> = BTreeMap::new();
     for event in &journal.events {
-        if event["kind"] == "artifact" && event["planned"] != true {
-            if let Some(name) = event["name"].as_str() {
-                stored.insert(name, event);
-            }
+        if event["kind"] == "artifact"
+            && event["planned"] != true
+            && let Some(name) = event["name"].as_str()
+        {
+            stored.insert(name, event);
         }
     }
     for (name, event) in stored {
@@ -425,7 +426,13 @@ fn check_attestation(
         "{ATTESTATION}: {} subject(s), {signature}",
         statement.subject.len()
     ));
-    signature
+    if envelope.signatures.is_empty() {
+        "unsigned".into()
+    } else if allowed.is_some() {
+        "signed by a trusted key".into()
+    } else {
+        "signed, not checked against allowed signers".into()
+    }
 }
 
 fn signature_status(

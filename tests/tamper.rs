@@ -270,7 +270,7 @@ fn a_changed_manifest_byte_is_named() {
     let end = seq_of(lines(&run_dir).last().unwrap());
     assert_findings(
         &evidence.verify(&run_dir),
-        &[&format!("mismatch: manifest.json: sha256 is")],
+        &["mismatch: manifest.json: sha256 is"],
     );
     let (_, _, stderr) = evidence.verify(&run_dir);
     assert!(
@@ -597,7 +597,7 @@ print("chain ok", len(lines) - 1)
     );
     assert!(output.starts_with("chain ok"), "{output}");
     let (_, stdout, _) = glow(dir.path(), &["show", &id], &[]);
-    assert!(stdout.contains("chain verifies:"), "{stdout}");
+    assert!(stdout.contains("journal verifies:"), "{stdout}");
 
     // A dry run stores nothing: manifest_sha256 is null, and show names a changed line.
     let events = lines(&runs.join(&id));
@@ -606,7 +606,7 @@ print("chain ok", len(lines) - 1)
     write_lines(&runs.join(&id), &changed);
     let (_, stdout, _) = glow(dir.path(), &["show", &id], &[]);
     assert!(
-        stdout.contains("chain does not verify")
+        stdout.contains("journal does not verify")
             && stdout.contains("seq 2: changed after it was written"),
         "{stdout}"
     );
