@@ -163,14 +163,25 @@ pub enum Command {
         #[command(flatten)]
         run: RunFlags,
     },
-    /// Write an evidence bundle: journal, report, manifest, artifacts.
+    /// Write an evidence bundle: journal, report, manifest, artifacts and an attestation.
     Bundle {
         run_id: String,
         #[arg(short = 'o', long = "output", value_name = "FILE.tar.gz")]
         output: PathBuf,
+        /// Sign the attestation with this OpenSSH ed25519 private key (else `[evidence]
+        /// signing_key` in glow.toml; else unsigned).
+        #[arg(long, value_name = "KEY", env = "GLOW_SIGNING_KEY")]
+        sign: Option<PathBuf>,
     },
-    /// Re-hash every artifact of a bundle (or directory) against its manifest.
-    Verify { path: PathBuf },
+    /// Re-check a bundle, run folder, run id or artifact store: journal chain, artifacts,
+    /// manifest, attestation.
+    Verify {
+        #[arg(value_name = "RUN_DIR|BUNDLE|STORE|RUN_ID")]
+        path: String,
+        /// Trust attestation signatures by these keys (OpenSSH allowed_signers format).
+        #[arg(long, value_name = "FILE")]
+        allowed_signers: Option<PathBuf>,
+    },
     /// End a stuck release lock (with --state): shows the holder, asks (or --yes), ends its
     /// database session and records who and why in the shared history.
     Unlock {

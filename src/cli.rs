@@ -74,16 +74,21 @@ fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error
             run,
             redactor,
         ),
-        Some(Command::Bundle { run_id, output }) => {
-            crate::commands::bundle(&arguments.global, &run_id, &output)
-        }
+        Some(Command::Bundle {
+            run_id,
+            output,
+            sign,
+        }) => crate::commands::bundle(&arguments.global, &run_id, &output, sign),
         Some(Command::Unlock {
             script,
             environment,
             reason,
             yes,
         }) => crate::commands::unlock(&arguments.global, &script, &environment, &reason, yes),
-        Some(Command::Verify { path }) => crate::commands::verify(&path),
+        Some(Command::Verify {
+            path,
+            allowed_signers,
+        }) => crate::commands::verify(&arguments.global, &path, allowed_signers.as_deref()),
         Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
         Some(Command::Plan { action }) => plan::plan(&arguments.global, action),
         Some(Command::Approve(args)) => approve::approve(&arguments.global, &args),

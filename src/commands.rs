@@ -97,8 +97,42 @@ fn load(global: &GlobalFlags, run_id: &str) -> Result<RunRecord, Error> {
 /// `glow-run show RUN_ID`: a run's steps, effects, artifacts and approvals.
 pub fn show(global: &GlobalFlags, run_id: &str) -> Result<i32, Error> {
     let run = load(global, run_id)?;
-    print!("{}", render_run(&run));
+    let mut text = render_run(&run);
+    // Whether the journal's hash chain verifies, under the header.
+    if let Some(at) = text.find("\n\nsteps (") {
+        text.insert_str(
+            at + 1,
+            &chain_line(&state::journal_path(&global.state_dir, run_id)),
+        );
+    }
+    print!("{text}");
     Ok(EXIT_OK)
+}
+
+fn chain_line(journal: &Path) -> String {
+    let Ok(bytes) = std::fs::read(journal) else {
+        return format!("  journal: cannot read {}\n", journal.display());
+    };
+    let run_id = journal
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy());
+    let check = crate::verify::journal::check(&bytes, run_id.as_deref());
+    match check.findings.first() {
+        None => format!("  journal verifies: {}\n", check.summary()),
+        Some(first) => format!(
+            "  journal does not verify: {}; {first}{}\n",
+            check.summary(),
+            if check.findings.len() > 1 {
+                format!(
+                    " (and {} more: `glow-run verify RUN_ID`)",
+                    check.findings.len() - 1
+                )
+            } else {
+                String::new()
+            }
+        ),
+    }
 }
 
 fn ms(value: Option<i64>) -> String {
@@ -299,21 +333,74 @@ fn short(sha: &str) -> &str {
     sha.get(..12).unwrap_or(sha)
 }
 
-/// `glow-run bundle RUN_ID -o FILE.tar.gz`: journal, report, manifest and artifacts.
-pub fn bundle(global: &GlobalFlags, run_id: &str, output: &Path) -> Result<i32, Error> {
+/// `glow-run bundle RUN_ID -o FILE.tar.gz [--sign KEY]`: journal, report, manifest, artifacts
+/// and the attestation, signed with `--sign` / `GLOW_SIGNING_KEY`, else `[evidence]
+/// signing_key` of the glow.toml beside the run's script.
+pub fn bundle(
+    global: &GlobalFlags,
+    run_id: &str,
+    output: &Path,
+    sign: Option<PathBuf>,
+) -> Result<i32, Error> {
     let journal = state::journal_path(&global.state_dir, run_id);
     if run_id.contains('/') || !journal.is_file() {
         return Err(unknown_run(global, run_id));
     }
-    let summary = crate::bundle::bundle(&journal, output)?;
+    let key = match sign {
+        Some(key) => Some(key),
+        None => policy_signing_key(&journal)?,
+    };
+    let signer = key
+        .as_deref()
+        .map(crate::attestation::Signer::load)
+        .transpose()?;
+    let summary = crate::bundle::bundle(&journal, output, signer.as_ref())?;
     eprintln!("{summary}");
     Ok(EXIT_OK)
 }
 
-/// `glow-run verify FILE.tar.gz|DIR`: re-hash every artifact against its manifest.
-pub fn verify(path: &Path) -> Result<i32, Error> {
-    let summary = crate::bundle::verify(path)?;
-    println!("{summary}");
+/// `[evidence] signing_key` from the glow.toml beside the script the run ran (as its
+/// `run_start` recorded it), or in the current directory for a snippet.
+fn policy_signing_key(journal: &Path) -> Result<Option<PathBuf>, Error> {
+    let events = crate::journal::read_events(journal)
+        .map_err(|e| Error::host(format!("reading {}", journal.display()), e))?;
+    let Some(start) = events.iter().find_map(|e| match &e.body {
+        crate::event::Body::RunStart(start) => Some(start),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let script = start.script.as_str();
+    let dir = if script == crate::config::SNIPPET_NAME {
+        PathBuf::from(".")
+    } else {
+        let cwd = PathBuf::from(if start.cwd.is_empty() {
+            "."
+        } else {
+            &start.cwd
+        });
+        cwd.join(script)
+            .parent()
+            .map_or(cwd.clone(), Path::to_path_buf)
+    };
+    Ok(crate::policy::Policy::load_from_dir(&dir)?
+        .evidence
+        .signing_key)
+}
+
+/// `glow-run verify RUN_DIR|BUNDLE|STORE|RUN_ID [--allowed-signers FILE]`: what held on
+/// stdout, one `mismatch:` line per finding on stderr, exit 1 on any.
+pub fn verify(global: &GlobalFlags, target: &str, allowed: Option<&Path>) -> Result<i32, Error> {
+    let verified = crate::verify::verify(target, &global.state_dir, allowed)?;
+    for line in &verified.lines {
+        println!("{line}");
+    }
+    if !verified.findings.is_empty() {
+        return Err(Error::Verify {
+            problems: verified.findings,
+        });
+    }
+    println!("{}", verified.summary);
     Ok(EXIT_OK)
 }
 

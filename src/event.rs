@@ -27,6 +27,9 @@ pub struct Event {
     pub step: Option<String>,
     #[serde(flatten)]
     pub body: Body,
+    /// The hash chain: SHA-256 of the previous line (see journal.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -412,6 +415,7 @@ mod tests {
             run: "r".into(),
             step: Some("deploy".into()),
             body: Body::log("info", "password hunter22 and kind"),
+            prev: None,
         };
         event.redact(&redactor);
         let line = serde_json::to_string(&event).unwrap();

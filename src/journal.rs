@@ -5,10 +5,19 @@
 //!
 //! Events are the typed [`Event`]s of `event.rs`; sinks receive each one typed, with the exact
 //! line the journal wrote for it.
+//!
+//! Hash chain (tamper evidence, checked by `glow-run verify`): every event's `prev` is the
+//! SHA-256 (hex) of the previous line's bytes without its newline, the first event's the SHA-256
+//! of the run id; `run_end` also carries `manifest_sha256`. The writer hashes the bytes it is
+//! about to write, so the chain costs one SHA-256 of each line and no second pass over the file.
+//! Events emitted before the file is attached (while the script compiles) are kept and written
+//! first when it is, so the file holds every event from seq 1 and the chain covers exactly its
+//! lines.
 
 use crate::event::{Body, Event};
 use crate::redact::Redactor;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +42,44 @@ struct Inner {
     file: Option<File>,
     seq: u64,
     write_error: Option<String>,
+    /// SHA-256 (hex) of the last line: the next event's `prev`.
+    prev: String,
+    /// Lines emitted before the file was attached, written to it first.
+    pending: Vec<u8>,
+    /// The artifact store the run wrote to (from its `artifact` events), for `manifest_sha256`.
+    store_root: Option<PathBuf>,
+}
+
+impl Inner {
+    /// The chain's fields: `prev` on every event, `manifest_sha256` on `run_end` (added after
+    /// redaction: digests hold no secret and must stay intact).
+    fn chain(&mut self, event: &mut Event) {
+        match &mut event.body {
+            Body::Artifact(artifact) if !artifact.planned => {
+                self.store_root = Some(PathBuf::from(&artifact.root));
+            }
+            Body::RunEnd(end) => {
+                end.extra.insert(
+                    "manifest_sha256".into(),
+                    manifest_sha256(self.store_root.as_deref()),
+                );
+            }
+            _ => {}
+        }
+        event.prev = Some(self.prev.clone());
+    }
+}
+
+/// The file every artifact store keeps its listing in (the journal's `manifest_sha256` hashes
+/// it; `host::artifact` writes it).
+pub const MANIFEST: &str = "manifest.json";
+
+/// SHA-256 of the store's `manifest.json` at the end of the run; `null` without a store.
+fn manifest_sha256(root: Option<&Path>) -> Value {
+    root.and_then(|root| std::fs::read(root.join(MANIFEST)).ok())
+        .map_or(Value::Null, |bytes| {
+            json!(hex::encode(Sha256::digest(&bytes)))
+        })
 }
 
 pub fn now_rfc3339() -> String {
@@ -49,7 +96,11 @@ impl Journal {
             .create(true)
             .append(true)
             .open(&path)?;
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).file = Some(file);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let pending = std::mem::take(&mut inner.pending);
+        (&file).write_all(&pending)?;
+        inner.file = Some(file);
+        drop(inner);
         let _ = self.path.set(path.clone());
         Ok(path)
     }
@@ -64,6 +115,9 @@ impl Journal {
                 file: None,
                 seq: 0,
                 write_error: None,
+                prev: hex::encode(Sha256::digest(run_id.as_bytes())),
+                pending: Vec::new(),
+                store_root: None,
             }),
             sinks: Mutex::new(Vec::new()),
         }
@@ -113,16 +167,22 @@ impl Journal {
             run: self.run_id.clone(),
             step: step.map(str::to_owned),
             body,
+            prev: None,
         };
         event.redact(&self.redactor);
+        inner.chain(&mut event);
         let mut line = serde_json::to_string(&event).unwrap_or_default();
-        if let Some(file) = inner.file.as_mut() {
-            line.push('\n');
-            if let Err(e) = file.write_all(line.as_bytes()) {
-                inner.write_error.get_or_insert_with(|| e.to_string());
+        inner.prev = hex::encode(Sha256::digest(line.as_bytes()));
+        line.push('\n');
+        match inner.file.as_mut() {
+            Some(file) => {
+                if let Err(e) = file.write_all(line.as_bytes()) {
+                    inner.write_error.get_or_insert_with(|| e.to_string());
+                }
             }
-            line.pop();
+            None => inner.pending.extend_from_slice(line.as_bytes()),
         }
+        line.pop();
         // Sinks run under the lock so every consumer sees events in `seq` order.
         let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for sink in sinks {

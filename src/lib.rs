@@ -8,6 +8,7 @@
 pub mod alloc;
 pub mod approval;
 pub mod arguments;
+pub mod attestation;
 pub mod bundle;
 pub mod cancel;
 pub mod cli;
@@ -42,6 +43,7 @@ pub mod shared_state;
 pub mod signing_key;
 pub mod span;
 pub mod state;
+pub mod verify;
 pub mod watcher;
 
 pub use cli::run;

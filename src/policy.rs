@@ -33,6 +33,8 @@ pub struct Policy {
     pub approvals: ApprovalsPolicy,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub evidence: EvidencePolicy,
     /// Where the policy was read from, if a file existed.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -104,6 +106,14 @@ pub struct ApprovalsPolicy {
     /// How long `prompt::approve` waits for a signature to arrive in the shared state.
     #[serde(default, with = "humantime_serde_compat")]
     pub wait: Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidencePolicy {
+    /// OpenSSH ed25519 private key that signs bundles' attestations (`--sign` and
+    /// `GLOW_SIGNING_KEY` come first); relative to the working directory.
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -24,6 +24,26 @@ pub struct Sources {
     pub files: Vec<PathBuf>,
 }
 
+impl Sources {
+    /// Every module the run compiled (each source but the script) with the SHA-256 of its
+    /// text, sorted by name: `run_start`'s `modules`, the attestation's dependencies.
+    pub fn module_digests(&self, script: &str) -> Vec<serde_json::Value> {
+        use sha2::{Digest, Sha256};
+        let mut modules: Vec<(&String, &String)> = self
+            .texts
+            .iter()
+            .filter(|(name, _)| *name != script)
+            .collect();
+        modules.sort();
+        modules
+            .into_iter()
+            .map(|(name, text)| {
+                serde_json::json!({ "name": name, "sha256": hex::encode(Sha256::digest(text)) })
+            })
+            .collect()
+    }
+}
+
 pub type SharedSources = Rc<RefCell<Sources>>;
 
 pub struct Resolver {

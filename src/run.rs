@@ -174,6 +174,12 @@ fn run_on_engine_thread(
     let mut start_extra = Extra::new();
     // Which process wrote this run: the index tells a live run from a killed one by it.
     start_extra.insert("pid".into(), serde_json::Value::from(std::process::id()));
+    // Every imported module with its digest: the attestation's resolved dependencies.
+    start_extra.insert(
+        "modules".into(),
+        serde_json::to_value(sources.borrow().module_digests(&settings.source_name))
+            .unwrap_or_default(),
+    );
     if let Some(sink) = &otlp {
         start_extra.insert("otlp".into(), sink.describe());
     }

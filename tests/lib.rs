@@ -16,3 +16,4 @@ mod runbook;
 mod security;
 mod shared_state;
 mod sql;
+mod tamper;

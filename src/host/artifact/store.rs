@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 /// Temp files in the store start with this (verify and bundle ignore them).
 pub const TEMP_PREFIX: &str = ".glow-tmp-";
 
-pub const MANIFEST: &str = "manifest.json";
+pub use crate::journal::MANIFEST;
 
 /// One stored (or, in a dry run, planned) artifact.
 #[derive(Debug, Clone)]
