@@ -15,11 +15,14 @@ pub mod http;
 pub mod json;
 pub mod log;
 pub mod prompt;
+mod registration;
 pub mod saved_plan;
 pub mod sql;
 pub mod step;
 pub mod time;
 pub mod vars;
+
+pub use registration::{WITH_DOCS, add_fn, install, map_of};
 
 use crate::cancel::{Cancel, CancelReason, CancellationToken};
 use crate::config::{Mode, RunSettings};
@@ -104,6 +107,22 @@ pub enum Need {
     Secret,
     Var,
     Program,
+}
+
+/// What a prompt asks a person for, listed in a dry run's needs (see [`HostContext::question`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Asking<'a> {
+    /// An answer, by prompt id.
+    Answer(&'a str),
+    /// A sign-off, by role.
+    SignOff(&'a str),
+}
+
+/// A prompt's answer from [`HostContext::question`]: `None` when a dry run had no given answer
+/// (it asks no one); `planned`: the run only plans, so the answer is not acted on.
+pub struct Reply<T> {
+    pub answer: Option<T>,
+    pub planned: bool,
 }
 
 /// Whether the gate performed an effect or only planned it.
@@ -263,6 +282,36 @@ impl HostContext {
             };
             set.extend(names.iter().cloned());
         });
+    }
+
+    /// The mode's part of every prompt, after the answers file, the environment and --yes
+    /// (`given`): a live run asks a person (`ask`); a dry run never asks, and lists what a live
+    /// run will ask in the plan's needs. The one place, beside the gate and `missing`, that
+    /// acts on the mode for prompts.
+    pub fn question<T>(
+        &self,
+        asking: Asking<'_>,
+        given: Option<T>,
+        ask: impl FnOnce() -> HostResult<T>,
+    ) -> HostResult<Reply<T>> {
+        let planned = self.is_dry_run();
+        if planned {
+            self.needs(|needs| {
+                let (list, name) = match asking {
+                    Asking::Answer(id) => (&mut needs.questions, id),
+                    Asking::SignOff(role) => (&mut needs.approvals, role),
+                };
+                if !list.iter().any(|listed| listed == name) {
+                    list.push(name.to_owned());
+                }
+            });
+        }
+        let answer = match given {
+            Some(answer) => Some(answer),
+            None if planned => None,
+            None => Some(ask()?),
+        };
+        Ok(Reply { answer, planned })
     }
 
     /// Whether the gate would perform an effect of this subject now (not a dry run, and policy
@@ -463,96 +512,4 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     artifact::register(engine, ctx);
     prompt::register(engine, ctx);
     browser::register(engine, ctx);
-}
-
-/// Builds a Rhai map from pairs.
-pub fn map_of<const N: usize>(pairs: [(&str, Dynamic); N]) -> rhai::Map {
-    pairs
-        .into_iter()
-        .map(|(key, value)| (key.into(), value))
-        .collect()
-}
-
-/// Whether namespace functions carry their doc comments (set by `glow-run defs`).
-pub static WITH_DOCS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Adds a documented function to a namespace module. The doc text becomes `///` comments in
-/// `glow-run defs`; `params` names the parameters (`"program: String"`, last the return type).
-pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
-    module: &mut rhai::Module,
-    name: &str,
-    params: &[&str],
-    docs: &str,
-    func: FUNC,
-) where
-    R: std::any::Any + Clone,
-    FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + 'static,
-{
-    let mut registration = rhai::FuncRegistration::new(name)
-        .in_internal_namespace()
-        .with_params_info(params);
-    // Doc comments only matter to `glow-run defs`; formatting them for every run cost 8 % of
-    // the start-up.
-    if WITH_DOCS.load(std::sync::atomic::Ordering::Relaxed) {
-        let comments: Vec<String> = docs
-            .lines()
-            .map(|line| format!("/// {line}").trim_end().to_owned())
-            .collect();
-        registration = registration.with_comments([comments.join("\n")]);
-    }
-    // Pure (arguments by value) and volatile (never constant-folded: every call is an effect).
-    let function = with_call_position(func.into_rhai_function(true, true));
-    module.set_fn_raw_with_options(registration, FUNC::param_types(), function);
-}
-
-/// Rhai leaves the error of a namespaced call (`exec::run(..)`) without a position, so a failed
-/// primitive would print no `file:line:col`. The wrapper asks for the call context and puts the
-/// call site on an error that has no position yet.
-fn with_call_position(function: rhai::RhaiFunc) -> rhai::RhaiFunc {
-    /// Rhai's `FnAny` (not exported by name).
-    type NativeFn =
-        dyn Fn(Option<rhai::NativeCallContext>, &mut [&mut Dynamic]) -> HostResult<Dynamic>;
-    let wrap = |inner: rhai::Shared<NativeFn>| -> rhai::Shared<NativeFn> {
-        rhai::Shared::new(
-            move |context: Option<rhai::NativeCallContext>, args: &mut [&mut Dynamic]| {
-                let position = context.as_ref().map(rhai::NativeCallContext::call_position);
-                inner(context, args).map_err(|mut error| {
-                    if let Some(position) = position.filter(|_| error.position().is_none()) {
-                        error.set_position(position);
-                    }
-                    error
-                })
-            },
-        )
-    };
-    match function {
-        rhai::RhaiFunc::Pure {
-            func,
-            is_pure,
-            is_volatile,
-            ..
-        } => rhai::RhaiFunc::Pure {
-            func: wrap(func),
-            has_context: true,
-            is_pure,
-            is_volatile,
-        },
-        rhai::RhaiFunc::Method {
-            func,
-            is_pure,
-            is_volatile,
-            ..
-        } => rhai::RhaiFunc::Method {
-            func: wrap(func),
-            has_context: true,
-            is_pure,
-            is_volatile,
-        },
-        other => other,
-    }
-}
-
-/// Registers a finished namespace module under its name (`exec`, `http`, ...).
-pub fn install(engine: &mut Engine, name: &str, module: rhai::Module) {
-    engine.register_static_module(name, module.into());
 }

@@ -23,7 +23,7 @@ pub mod terminal;
 
 pub use answers::Answers;
 
-use super::{HostContext, add_fn, install, map_of};
+use super::{Asking, HostContext, add_fn, install, map_of};
 use crate::options::{HostResult, Options, host_error};
 use dialoguer::theme::ColorfulTheme;
 use rhai::{Array, Dynamic, Engine, Map, Module};
@@ -169,28 +169,61 @@ fn parse_bool(value: &Value) -> Option<bool> {
 }
 
 /// Journals the `prompt` event (and prints it through the reporter).
-fn record(ctx: &HostContext, id: &str, kind: Kind, question: &str, answer: Value, source: Source) {
+fn record(ctx: &HostContext, prompt: &Prompt<'_>, answer: Value, source: Source, planned: bool) {
     ctx.emit(
         "prompt",
         json!({
-            "id": id,
-            "type": kind.as_str(),
-            "question": question,
+            "id": prompt.id,
+            "type": prompt.kind.as_str(),
+            "question": prompt.question,
             "answer": answer,
             "source": source.as_str(),
-            "planned": ctx.is_dry_run(),
+            "planned": planned,
         }),
     );
 }
 
-fn note_question(ctx: &HostContext, id: &str) {
-    if ctx.is_dry_run() {
-        ctx.needs(|needs| {
-            if !needs.questions.iter().any(|q| q == id) {
-                needs.questions.push(id.to_owned());
-            }
-        });
-    }
+/// A prompt being answered: its id, kind and question.
+struct Prompt<'a> {
+    id: &'a str,
+    kind: Kind,
+    question: &'a str,
+}
+
+/// An answer from the cascade: `value` is `None` when a dry run had none given (it asks no one).
+struct Answered<T> {
+    value: Option<T>,
+    source: Source,
+    planned: bool,
+}
+
+/// The one answer cascade of every prompt: the answers file, the environment or --yes (read by
+/// `parse`), else a person at the terminal (`ask`) in a live run, else an error naming the ways
+/// to answer; a dry run asks no one (the context decides, see [`HostContext::question`]).
+fn cascade<T>(
+    ctx: &HostContext,
+    prompt: &Prompt<'_>,
+    asking: Asking<'_>,
+    parse: impl FnOnce(Value) -> HostResult<T>,
+    ask: impl FnOnce(Tty) -> HostResult<T>,
+) -> HostResult<Answered<T>> {
+    let given = match given(ctx, prompt.id, prompt.kind) {
+        Some((value, source)) => Some((parse(value)?, source)),
+        None => None,
+    };
+    let reply = ctx.question(asking, given, || {
+        let tty = Tty::open().ok_or_else(|| unanswered(prompt.id, prompt.kind))?;
+        Ok((ask(tty)?, Source::Terminal))
+    })?;
+    let (value, source) = match reply.answer {
+        Some((value, source)) => (Some(value), source),
+        None => (None, Source::Default),
+    };
+    Ok(Answered {
+        value,
+        source,
+        planned: reply.planned,
+    })
 }
 
 fn theme() -> ColorfulTheme {
@@ -207,33 +240,39 @@ fn confirm(ctx: &HostContext, question: &str, options: Map) -> HostResult<bool> 
         None => options.bool("default")?,
     };
     options.finish()?;
-    note_question(ctx, &id);
-
-    let (answer, source) = if let Some((value, source)) = given(ctx, &id, Kind::Confirm) {
-        let answer = parse_bool(&value).ok_or_else(|| {
+    let prompt = Prompt {
+        id: &id,
+        kind: Kind::Confirm,
+        question,
+    };
+    let parse = |value: Value| {
+        parse_bool(&value).ok_or_else(|| {
             host_error(format!(
                 "prompt '{id}': the answer '{}' is not yes or no (use true/false, yes/no, y/n)",
                 answer_text(&value)
             ))
-        })?;
-        (answer, source)
-    } else if ctx.is_dry_run() {
-        (default.unwrap_or(false), Source::Default)
-    } else if let Some(tty) = Tty::open() {
-        let prompt = question.to_owned();
-        let answer = tty.ask(ctx, &id, move |term| {
+        })
+    };
+    let ask = |tty: Tty| {
+        let question = question.to_owned();
+        tty.ask(ctx, &id, move |term| {
             let theme = theme();
-            let mut confirm = dialoguer::Confirm::with_theme(&theme).with_prompt(prompt);
+            let mut confirm = dialoguer::Confirm::with_theme(&theme).with_prompt(question);
             if let Some(default) = default {
                 confirm = confirm.default(default);
             }
             confirm.interact_on(term)
-        })?;
-        (answer, Source::Terminal)
-    } else {
-        return Err(unanswered(&id, Kind::Confirm));
+        })
     };
-    record(ctx, &id, Kind::Confirm, question, json!(answer), source);
+    let answered = cascade(ctx, &prompt, Asking::Answer(&id), parse, ask)?;
+    let answer = answered.value.unwrap_or(default.unwrap_or(false));
+    record(
+        ctx,
+        &prompt,
+        json!(answer),
+        answered.source,
+        answered.planned,
+    );
     Ok(answer)
 }
 
@@ -255,9 +294,12 @@ fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> 
         ),
         None => None,
     };
-    note_question(ctx, &id);
-
-    let (answer, source) = if let Some((value, source)) = given(ctx, &id, Kind::Input) {
+    let prompt = Prompt {
+        id: &id,
+        kind: Kind::Input,
+        question,
+    };
+    let parse = |value: Value| {
         let answer = answer_text(&value);
         if let (Some(regex), Some(pattern)) = (&regex, &pattern)
             && !regex.is_match(&answer)
@@ -266,14 +308,14 @@ fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> 
                 "prompt '{id}': the answer '{answer}' does not match the pattern {pattern}"
             )));
         }
-        (answer, source)
-    } else if ctx.is_dry_run() {
-        (default.clone().unwrap_or_default(), Source::Default)
-    } else if let Some(tty) = Tty::open() {
-        let prompt = question.to_owned();
-        let answer = tty.ask(ctx, &id, move |term| {
+        Ok(answer)
+    };
+    let ask = |tty: Tty| {
+        let (question, default) = (question.to_owned(), default.clone());
+        let (regex, pattern) = (regex.clone(), pattern.clone());
+        tty.ask(ctx, &id, move |term| {
             let theme = theme();
-            let mut input = dialoguer::Input::<String>::with_theme(&theme).with_prompt(prompt);
+            let mut input = dialoguer::Input::<String>::with_theme(&theme).with_prompt(question);
             if let Some(default) = default {
                 input = input.default(default);
             }
@@ -290,12 +332,19 @@ fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> 
                 _ => input = input.allow_empty(true),
             }
             input.interact_text_on(term)
-        })?;
-        (answer, Source::Terminal)
-    } else {
-        return Err(unanswered(&id, Kind::Input));
+        })
     };
-    record(ctx, &id, Kind::Input, question, json!(answer), source);
+    let answered = cascade(ctx, &prompt, Asking::Answer(&id), parse, ask)?;
+    let answer = answered
+        .value
+        .unwrap_or_else(|| default.clone().unwrap_or_default());
+    record(
+        ctx,
+        &prompt,
+        json!(answer),
+        answered.source,
+        answered.planned,
+    );
     Ok(answer)
 }
 
@@ -335,36 +384,40 @@ fn select(ctx: &HostContext, question: &str, choices: Array, options: Map) -> Ho
             })?,
         ),
     };
-    note_question(ctx, &id);
-
-    let (index, source) = if let Some((value, source)) = given(ctx, &id, Kind::Select) {
-        let index = pick(&value).ok_or_else(|| {
+    let prompt = Prompt {
+        id: &id,
+        kind: Kind::Select,
+        question,
+    };
+    let parse = |value: Value| {
+        pick(&value).ok_or_else(|| {
             host_error(format!(
                 "prompt '{id}': the answer '{}' is not one of the options: {}",
                 answer_text(&value),
                 choices.join(", ")
             ))
-        })?;
-        (index, source)
-    } else if ctx.is_dry_run() {
-        (default_index.unwrap_or(0), Source::Default)
-    } else if let Some(tty) = Tty::open() {
-        let prompt = question.to_owned();
-        let items = choices.clone();
-        let index = tty.ask(ctx, &id, move |term| {
+        })
+    };
+    let ask = |tty: Tty| {
+        let (question, items) = (question.to_owned(), choices.clone());
+        tty.ask(ctx, &id, move |term| {
             let theme = theme();
             dialoguer::Select::with_theme(&theme)
-                .with_prompt(prompt)
+                .with_prompt(question)
                 .items(&items)
                 .default(default_index.unwrap_or(0))
                 .interact_on(term)
-        })?;
-        (index, Source::Terminal)
-    } else {
-        return Err(unanswered(&id, Kind::Select));
+        })
     };
-    let answer = choices[index].clone();
-    record(ctx, &id, Kind::Select, question, json!(answer), source);
+    let answered = cascade(ctx, &prompt, Asking::Answer(&id), parse, ask)?;
+    let answer = choices[answered.value.unwrap_or(default_index.unwrap_or(0))].clone();
+    record(
+        ctx,
+        &prompt,
+        json!(answer),
+        answered.source,
+        answered.planned,
+    );
     Ok(answer)
 }
 
@@ -374,32 +427,30 @@ fn secret(ctx: &HostContext, question: &str, options: Map) -> HostResult<String>
     let mut options = Options::new("prompt::secret", options);
     let id = options.string("id")?.unwrap_or_else(|| slug(question));
     options.finish()?;
-    note_question(ctx, &id);
-
-    let (answer, source) = if let Some((value, source)) = given(ctx, &id, Kind::Secret) {
-        (answer_text(&value), source)
-    } else if ctx.is_dry_run() {
-        (String::new(), Source::Default)
-    } else if let Some(tty) = Tty::open() {
-        let prompt = question.to_owned();
-        let answer = tty.ask(ctx, &id, move |term| {
+    let prompt = Prompt {
+        id: &id,
+        kind: Kind::Secret,
+        question,
+    };
+    let parse = |value: Value| Ok(answer_text(&value));
+    let ask = |tty: Tty| {
+        let question = question.to_owned();
+        tty.ask(ctx, &id, move |term| {
             let theme = theme();
             dialoguer::Password::with_theme(&theme)
-                .with_prompt(prompt)
+                .with_prompt(question)
                 .interact_on(term)
-        })?;
-        (answer, Source::Terminal)
-    } else {
-        return Err(unanswered(&id, Kind::Secret));
+        })
     };
+    let answered = cascade(ctx, &prompt, Asking::Answer(&id), parse, ask)?;
+    let answer = answered.value.unwrap_or_default();
     ctx.register_secret(&answer);
     record(
         ctx,
-        &id,
-        Kind::Secret,
-        question,
+        &prompt,
         json!("[redacted]"),
-        source,
+        answered.source,
+        answered.planned,
     );
     Ok(answer)
 }

@@ -14,9 +14,9 @@
 //! `[approvals] roles`), so "maybe" or "ok" is never recorded as a person's approval.
 
 use super::terminal::Tty;
-use super::{Kind, Source, answer_text, approve_id, given, parse_bool, record, theme, unanswered};
+use super::{Kind, Prompt, answer_text, approve_id, cascade, parse_bool, record, theme};
 use crate::approval::Approval;
-use crate::host::{HostContext, map_of};
+use crate::host::{Asking, HostContext, map_of};
 use crate::options::{HostResult, Options, host_error};
 use crate::plan_binding::{Binding, Origin};
 use crate::shared_plans::POLL;
@@ -94,16 +94,8 @@ pub(super) fn approve(ctx: &HostContext, role: &str, options: Map) -> HostResult
         .duration("wait")?
         .unwrap_or(ctx.policy.approvals.wait);
     options.finish()?;
-    if ctx.is_dry_run() {
-        ctx.needs(|needs| {
-            if !needs.approvals.iter().any(|r| r == role) {
-                needs.approvals.push(role.to_owned());
-            }
-        });
-    }
-    if !ctx.is_dry_run()
-        && let Some(binding) = ctx.binding.get()
-    {
+    // Only a live run is bound to a saved plan (--plan conflicts with --dry-run).
+    if let Some(binding) = ctx.binding.get() {
         match signed(ctx, binding, role, wait)? {
             Ok((approval, fingerprint)) => return Ok(record_signed(ctx, &id, role, &approval, &fingerprint)),
             Err(why) if ctx.policy.approvals.require_signatures => return Err(host_error(why)),
@@ -257,19 +249,12 @@ fn binding_used(ctx: &HostContext, principal: &str, role: &str) {
 /// A typed approval: an answer given or typed at the terminal.
 fn typed(ctx: &HostContext, id: &str, role: &str, question: &str) -> HostResult<Map> {
     let plan_hash = ctx.plan_hash();
-    let (answer, source) = if let Some((value, source)) = given(ctx, id, Kind::Approve) {
-        (value, source)
-    } else if ctx.is_dry_run() {
-        record(
-            ctx,
-            id,
-            Kind::Approve,
-            question,
-            Value::Null,
-            Source::Default,
-        );
-        return Ok(approval_map(ctx, id, role, "", &plan_hash, true));
-    } else if let Some(tty) = Tty::open() {
+    let prompt = Prompt {
+        id,
+        kind: Kind::Approve,
+        question,
+    };
+    let ask = |tty: Tty| {
         let prompt = format!(
             "{question} (plan {}): type your identity to approve, or \"no\" to decline",
             plan_hash.get(..12).unwrap_or(&plan_hash)
@@ -289,12 +274,15 @@ fn typed(ctx: &HostContext, id: &str, role: &str, question: &str) -> HostResult<
                 })
                 .interact_text_on(term)
         })?;
-        (Value::String(typed), Source::Terminal)
-    } else {
-        return Err(unanswered(id, Kind::Approve));
+        Ok(Value::String(typed))
     };
-
-    record(ctx, id, Kind::Approve, question, answer.clone(), source);
+    let answered = cascade(ctx, &prompt, Asking::SignOff(role), Ok, ask)?;
+    let (source, planned) = (answered.source, answered.planned);
+    let Some(answer) = answered.value else {
+        record(ctx, &prompt, Value::Null, source, planned);
+        return Ok(approval_map(ctx, id, role, "", &plan_hash, true));
+    };
+    record(ctx, &prompt, answer.clone(), source, planned);
     let approver = match verdict(ctx, id, &answer)? {
         Verdict::Approved(approver) => approver,
         Verdict::Declined => {
@@ -313,7 +301,7 @@ fn typed(ctx: &HostContext, id: &str, role: &str, question: &str) -> HostResult<
             )));
         }
     }
-    if ctx.is_dry_run() {
+    if planned {
         return Ok(approval_map(ctx, id, role, &approver, &plan_hash, true));
     }
     binding_used(ctx, &approver, role);
