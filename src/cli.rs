@@ -3,7 +3,16 @@
 //! this file imports it: runs, watch mode and the subcommands are called from here.
 
 mod approve;
+mod bundle;
+mod check;
+mod defs;
+mod lookup;
 mod plan;
+mod resume;
+mod runs;
+mod show;
+mod unlock;
+mod verify;
 
 use crate::arguments::{Arguments, Command};
 use crate::config::RunSettings;
@@ -59,15 +68,15 @@ fn init_tracing() {
 
 fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error> {
     match arguments.command {
-        Some(Command::Check { scripts, stdlib }) => crate::commands::check(&scripts, stdlib),
-        Some(Command::Runs { limit }) => crate::commands::runs(&arguments.global, limit),
-        Some(Command::Show { run_id }) => crate::commands::show(&arguments.global, &run_id),
+        Some(Command::Check { scripts, stdlib }) => check::check(&scripts, stdlib),
+        Some(Command::Runs { limit }) => runs::runs(&arguments.global, limit),
+        Some(Command::Show { run_id }) => show::show(&arguments.global, &run_id),
         Some(Command::Resume {
             run_id,
             force,
             rerun_in_doubt,
             run,
-        }) => crate::commands::resume(
+        }) => resume::resume(
             &arguments.global,
             &run_id,
             (force, rerun_in_doubt),
@@ -78,18 +87,18 @@ fn dispatch(arguments: Arguments, redactor: &Arc<Redactor>) -> Result<i32, Error
             run_id,
             output,
             sign,
-        }) => crate::commands::bundle(&arguments.global, &run_id, &output, sign),
+        }) => bundle::bundle(&arguments.global, &run_id, &output, sign),
         Some(Command::Unlock {
             script,
             environment,
             reason,
             yes,
-        }) => crate::commands::unlock(&arguments.global, &script, &environment, &reason, yes),
+        }) => unlock::unlock(&arguments.global, &script, &environment, &reason, yes),
         Some(Command::Verify {
             path,
             allowed_signers,
-        }) => crate::commands::verify(&arguments.global, &path, allowed_signers.as_deref()),
-        Some(Command::Defs { out }) => crate::commands::defs(out.as_deref()),
+        }) => verify::verify(&arguments.global, &path, allowed_signers.as_deref()),
+        Some(Command::Defs { out }) => defs::defs(out.as_deref()),
         Some(Command::Plan { action }) => plan::plan(&arguments.global, action),
         Some(Command::Approve(args)) => approve::approve(&arguments.global, &args),
         None => {

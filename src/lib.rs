@@ -12,7 +12,6 @@ pub mod attestation;
 pub mod bundle;
 pub mod cancel;
 pub mod cli;
-pub mod commands;
 pub mod config;
 pub mod definitions;
 pub mod diagnostic;
