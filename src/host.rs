@@ -85,6 +85,10 @@ pub struct HostContext {
     /// The span id of the effect being performed (16 hex digits): journaled as its `span_id`,
     /// sent by http as the parent id in `traceparent`, so the trace and the API's spans meet.
     pub effect_span_id: RefCell<String>,
+    /// The run's artifact store, shared by `artifact::*` and the evidence other namespaces keep.
+    pub artifacts: Rc<artifact::Artifacts>,
+    /// What the run does when the script is over (end the browser, say), in order.
+    at_end: RefCell<Vec<Box<dyn FnOnce()>>>,
 }
 
 /// What an effect is, for policy, the plan and the journal.
@@ -126,7 +130,7 @@ pub struct Reply<T> {
 }
 
 /// Whether the gate performed an effect or only planned it.
-pub enum Outcome<T> {
+enum Outcome<T> {
     Done(T),
     Planned,
 }
@@ -159,6 +163,8 @@ impl HostContext {
             failed_step: RefCell::new(None),
             refusal: RefCell::new(None),
             effect_span_id: RefCell::new(String::new()),
+            artifacts: Rc::default(),
+            at_end: RefCell::new(Vec::new()),
         })
     }
 
@@ -172,6 +178,19 @@ impl HostContext {
 
     pub fn is_dry_run(&self) -> bool {
         self.settings.mode == Mode::DryRun
+    }
+
+    /// Adds something to do when the script is over (see [`end_of_run`](Self::end_of_run)).
+    pub fn at_end(&self, action: impl FnOnce() + 'static) {
+        self.at_end.borrow_mut().push(Box::new(action));
+    }
+
+    /// Runs what namespaces asked to do when the script is over; `run.rs` calls it once.
+    pub fn end_of_run(&self) {
+        let actions = std::mem::take(&mut *self.at_end.borrow_mut());
+        for action in actions {
+            action();
+        }
     }
 
     pub fn current_step(&self) -> Option<String> {
@@ -215,12 +234,6 @@ impl HostContext {
     /// Journals an event attributed to the current step.
     pub fn record(&self, body: Body) -> u64 {
         self.journal.record(self.current_step().as_deref(), body)
-    }
-
-    /// Journals an event given as kind and JSON fields (see [`Journal::emit`]).
-    pub fn emit(&self, kind: &str, fields: Value) -> u64 {
-        self.journal
-            .emit(kind, self.current_step().as_deref(), fields)
     }
 
     pub fn log(&self, level: &str, message: &str) {
@@ -397,8 +410,9 @@ impl HostContext {
         }
     }
 
-    /// The one effect gate. See the module documentation.
-    pub fn effect<T>(
+    /// The one effect gate (see the module documentation); namespaces call it through
+    /// [`perform`](Self::perform) or [`read`](Self::read).
+    fn effect<T>(
         &self,
         effect: Effect<'_>,
         perform: impl FnOnce(&mut serde_json::Map<String, Value>) -> HostResult<T>,

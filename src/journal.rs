@@ -16,7 +16,7 @@
 
 use crate::event::{Body, Event};
 use crate::redact::Redactor;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
@@ -189,23 +189,6 @@ impl Journal {
             sink.event(&event, &line);
         }
         event.seq
-    }
-
-    /// Appends an event given as its kind and a JSON object of fields (read into the typed
-    /// [`Body`] first, so a field of the wrong type is caught here, not by a reader).
-    pub fn emit(&self, kind: &str, step: Option<&str>, fields: Value) -> u64 {
-        let mut object = match fields {
-            Value::Object(object) => object,
-            _ => Map::new(),
-        };
-        object.insert("kind".into(), Value::String(kind.to_owned()));
-        let body = serde_json::from_value::<Body>(Value::Object(object)).unwrap_or_else(|e| {
-            Body::log(
-                "warn",
-                format!("glow-run could not journal a {kind} event: {e}"),
-            )
-        });
-        self.record(step, body)
     }
 }
 

@@ -186,18 +186,7 @@ impl Reporter {
                 let indent = "  ".repeat(*depth);
                 Some(step_end_line(&paint, &indent, step.unwrap_or(""), end))
             }
-            Body::Effect(effect) => {
-                let text = format!("{} {} {}", effect.namespace, effect.action, effect.target);
-                match effect.outcome.as_str() {
-                    "planned" => Some(format!("{indent}{} {}", paint.yellow("○ planned:"), text)),
-                    "denied" => Some(format!("{indent}{} {}", paint.red("✗ denied:"), text)),
-                    "failed" => Some(format!("{indent}{} {}", paint.red("→"), text)),
-                    _ if effect.read_only => {
-                        Some(format!("{indent}{}", paint.dim(&format!("· {text}"))))
-                    }
-                    _ => Some(format!("{indent}→ {text}")),
-                }
-            }
+            Body::Effect(effect) => Some(effect_line(&paint, &indent, effect)),
             Body::Output(output) => {
                 if output.stream == "script" {
                     drop(depth);
@@ -221,31 +210,8 @@ impl Reporter {
                 };
                 Some(format!("{indent}{label} {}", log.message))
             }
-            Body::Artifact(artifact) => Some(format!(
-                "{indent}{} {} {}",
-                if artifact.planned {
-                    "○ planned artifact:"
-                } else {
-                    "⤓ artifact"
-                },
-                artifact.name,
-                paint.dim(&format!(
-                    "({} bytes, sha256 {})",
-                    artifact.size,
-                    artifact.sha256.get(..12).unwrap_or("")
-                ))
-            )),
-            Body::Prompt(prompt) => Some(format!(
-                "{indent}? {} {}",
-                prompt.id,
-                paint.dim(&format!(
-                    "-> {}",
-                    prompt
-                        .answer
-                        .as_str()
-                        .map_or_else(|| prompt.answer.to_string(), str::to_owned)
-                ))
-            )),
+            Body::Artifact(artifact) => Some(artifact_line(&paint, &indent, artifact)),
+            Body::Prompt(prompt) => Some(prompt_line(&paint, &indent, prompt)),
             Body::Approval(approval) => Some(format!(
                 "{indent}✍ approval {} by {}",
                 approval.role, approval.approver
@@ -257,6 +223,44 @@ impl Reporter {
             write_line(false, line.into_bytes());
         }
     }
+}
+
+/// `→ exec run npm ci`, `○ planned: ...`, `✗ denied: ...`; a read dimmed.
+fn effect_line(paint: &Paint, indent: &str, effect: &crate::event::EffectEvent) -> String {
+    let text = format!("{} {} {}", effect.namespace, effect.action, effect.target);
+    match effect.outcome.as_str() {
+        "planned" => format!("{indent}{} {}", paint.yellow("○ planned:"), text),
+        "denied" => format!("{indent}{} {}", paint.red("✗ denied:"), text),
+        "failed" => format!("{indent}{} {}", paint.red("→"), text),
+        _ if effect.read_only => format!("{indent}{}", paint.dim(&format!("· {text}"))),
+        _ => format!("{indent}→ {text}"),
+    }
+}
+
+fn artifact_line(paint: &Paint, indent: &str, artifact: &crate::event::ArtifactEvent) -> String {
+    format!(
+        "{indent}{} {} {}",
+        if artifact.planned {
+            "○ planned artifact:"
+        } else {
+            "⤓ artifact"
+        },
+        artifact.name,
+        paint.dim(&format!(
+            "({} bytes, sha256 {})",
+            artifact.size,
+            artifact.sha256.get(..12).unwrap_or("")
+        ))
+    )
+}
+
+fn prompt_line(paint: &Paint, indent: &str, prompt: &crate::event::PromptEvent) -> String {
+    let answer = (prompt.answer.as_str()).map_or_else(|| prompt.answer.to_string(), str::to_owned);
+    format!(
+        "{indent}? {} {}",
+        prompt.id,
+        paint.dim(&format!("-> {answer}"))
+    )
 }
 
 /// `✓ build (1.2s)`, `↷ build (skipped: ...)` or `✗ build (1.2s): why`.

@@ -19,7 +19,8 @@
 //! - Both functions go through the effect gate, so a dry run plans them (with the size and hash
 //!   a live run would store, computed by reading the source) and writes nothing.
 
-use super::{Effect, HostContext, Outcome, add_fn, install, map_of};
+use super::{Effect, HostContext, add_fn, install, map_of};
+use crate::event::{ArtifactEvent, Body, Extra};
 use crate::journal::now_rfc3339;
 use crate::options::{HostResult, host_error};
 use crate::policy::Subject;
@@ -38,39 +39,21 @@ use copy::{SourceFile, copy_hashed, walk};
 use store::{Entry, Store, read_manifest, write_atomic};
 pub use store::{MANIFEST, TEMP_PREFIX, clean_name, root_for};
 
+/// The run's artifact store, opened on first use. It lives in the run's [`HostContext`], so that
+/// other namespaces keeping evidence (browser screenshots) write through the same store and
+/// manifest as `artifact::*`.
 #[derive(Default)]
-struct Artifacts {
+pub struct Artifacts {
     store: RefCell<Option<Store>>,
-}
-
-thread_local! {
-    /// The store of the run on this engine thread (each run has its own engine thread), so that
-    /// other namespaces keeping evidence (browser screenshots) write through the same store and
-    /// manifest as `artifact::*`.
-    static SHARED: RefCell<Option<(String, Rc<Artifacts>)>> = const { RefCell::new(None) };
-}
-
-fn shared_state(ctx: &HostContext) -> Rc<Artifacts> {
-    SHARED.with(|shared| {
-        let mut shared = shared.borrow_mut();
-        match &*shared {
-            Some((run_id, state)) if *run_id == ctx.run_id => state.clone(),
-            _ => {
-                let state = Rc::new(Artifacts::default());
-                *shared = Some((ctx.run_id.clone(), state.clone()));
-                state
-            }
-        }
-    })
 }
 
 /// Stores bytes as artifact `name` (what `artifact::write` does with a blob), for host code.
 pub fn write_blob(ctx: &HostContext, name: &str, bytes: Vec<u8>) -> HostResult<Map> {
-    write(ctx, &shared_state(ctx), name, &Dynamic::from_blob(bytes))
+    write(ctx, &ctx.artifacts, name, &Dynamic::from_blob(bytes))
 }
 
 pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
-    let state = shared_state(ctx);
+    let state = ctx.artifacts.clone();
     let mut module = Module::new();
 
     let (c, s) = (ctx.clone(), state.clone());
@@ -161,18 +144,20 @@ fn stored(
             ))
         })?;
     }
-    let mut event = json!({
-        "name": name,
-        "sha256": sha256,
-        "size": size,
-        "planned": planned,
-        "path": store.root.join(name).display().to_string(),
-        "root": store.real.as_ref().map_or_else(|| std::path::absolute(&store.root).unwrap_or_else(|_| store.root.clone()), Clone::clone).display().to_string(),
-    });
-    if let Some(source) = source {
-        event["source"] = json!(source.display().to_string());
-    }
-    ctx.emit("artifact", event);
+    let root = store.real.as_ref().map_or_else(
+        || std::path::absolute(&store.root).unwrap_or_else(|_| store.root.clone()),
+        Clone::clone,
+    );
+    ctx.record(Body::Artifact(ArtifactEvent {
+        name: name.to_owned(),
+        sha256: sha256.to_owned(),
+        size,
+        planned,
+        path: store.root.join(name).display().to_string(),
+        root: root.display().to_string(),
+        source: source.map(|source| source.display().to_string()),
+        extra: Extra::new(),
+    }));
     Ok(())
 }
 
@@ -259,41 +244,8 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
             )));
         }
     };
-    let base = match name {
-        Some(name) => name.to_owned(),
-        None => std::fs::canonicalize(&source)
-            .ok()
-            .and_then(|real| real.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .ok_or_else(|| {
-                host_error(format!(
-                    "artifact::put: '{path}' has no name; use artifact::put(path, name)"
-                ))
-            })?,
-    };
-    let base = clean_name(&source::redacted_name(ctx, &base))
-        .map_err(|why| host_error(format!("artifact::put: {why}")))?;
-
-    let mut skipped = Vec::new();
-    let files = if meta.is_dir() {
-        let real_dir = std::fs::canonicalize(&source)
-            .map_err(|e| host_error(format!("artifact::put: cannot read '{path}': {e}")))?;
-        let mut files = Vec::new();
-        walk(&source, &real_dir, &base, &mut files, &mut skipped)
-            .map_err(|e| host_error(format!("artifact::put: cannot read '{path}': {e}")))?;
-        files
-            .iter_mut()
-            .for_each(|f| f.name = source::redacted_name(ctx, &f.name));
-        files
-    } else {
-        vec![SourceFile {
-            source: source.clone(),
-            name: base.clone(),
-        }]
-    };
-    for skip in &skipped {
-        ctx.log("warn", &format!("artifact::put: not stored: {skip}"));
-    }
-
+    let base = put_name(ctx, &source, name)?;
+    let files = put_files(ctx, &source, &base, meta.is_dir())?;
     state.with_store(ctx, |store| {
         // Names are checked before anything is journaled or written.
         store.destinations(&files)?;
@@ -309,82 +261,157 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
             read_only: false,
             subject: Subject::None,
         };
-        let mut results: Vec<(String, u64, String)> = Vec::new();
-        let outcome = ctx.effect(effect, |_event| {
-            let destinations = store.create_then(|store| store.destinations(&files))?;
-            for (file, dest) in files.iter().zip(&destinations) {
-                let mut input = source::open(&file.source)?;
-                let (size, sha256) =
-                    write_atomic(dest, |out| match source::narrow_permissions(out, &input) {
-                        Ok(()) => copy_hashed(ctx, &mut input, Some(out)),
-                        Err(e) => Ok(Err(e)),
-                    })?
-                    .map_err(|e| {
-                        host_error(format!(
-                            "artifact::put: storing '{}' as {}: {e}",
-                            file.source.display(),
-                            dest.display()
-                        ))
-                    })?;
-                stored(
-                    ctx,
-                    store,
-                    &file.name,
-                    size,
-                    &sha256,
-                    false,
-                    Some(&file.source),
-                )?;
-                results.push((file.name.clone(), size, sha256));
-            }
-            Ok(())
-        })?;
-        let planned = matches!(outcome, Outcome::Planned);
-        if planned {
+        let store = std::cell::RefCell::new(store);
+        let (results, planned) = ctx.perform(
+            effect,
             // The plan still says what would be stored: read the sources, write nothing.
-            for file in &files {
-                let mut input = source::open(&file.source)?;
-                let (size, sha256) = copy_hashed(ctx, &mut input, None)?.map_err(|e| {
-                    host_error(format!(
-                        "artifact::put: reading '{}': {e}",
-                        file.source.display()
-                    ))
-                })?;
-                stored(
-                    ctx,
-                    store,
-                    &file.name,
-                    size,
-                    &sha256,
-                    true,
-                    Some(&file.source),
-                )?;
-                results.push((file.name.clone(), size, sha256));
-            }
-        }
-        if !meta.is_dir() {
-            let (name, size, sha256) = results.pop().unwrap_or_default();
-            return Ok(result_map(&name, size, &sha256, planned));
-        }
-        // A directory: its hash is over `sha256  name` lines (what `sha256sum` prints).
-        let listing: String = results
-            .iter()
-            .map(|(name, _, sha)| format!("{sha}  {name}\n"))
-            .collect();
-        let total = results.iter().map(|(_, size, _)| size).sum();
-        let mut map = result_map(
-            &base,
-            total,
-            &crate::config::sha256_hex(listing.as_bytes()),
-            planned,
-        );
-        let files: Array = results
-            .iter()
-            .map(|(name, size, sha)| Dynamic::from(result_map(name, *size, sha, planned)))
-            .collect();
-        map.insert("files".into(), Dynamic::from(files));
-        Ok(map)
+            || Ok((hash_files(ctx, &mut store.borrow_mut(), &files)?, true)),
+            |_event| Ok((copy_files(ctx, &mut store.borrow_mut(), &files)?, false)),
+        )?;
+        Ok(put_result(&base, meta.is_dir(), results, planned))
     })
+}
+
+/// The artifact's name: given, else the source's own file name; redacted and checked.
+fn put_name(ctx: &HostContext, source: &Path, name: Option<&str>) -> HostResult<String> {
+    let path = source.display();
+    let base = match name {
+        Some(name) => name.to_owned(),
+        None => std::fs::canonicalize(source)
+            .ok()
+            .and_then(|real| real.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .ok_or_else(|| {
+                host_error(format!(
+                    "artifact::put: '{path}' has no name; use artifact::put(path, name)"
+                ))
+            })?,
+    };
+    clean_name(&source::redacted_name(ctx, &base))
+        .map_err(|why| host_error(format!("artifact::put: {why}")))
+}
+
+/// The files to store: the one file, or a directory's regular files (the others are named in
+/// a warning).
+fn put_files(
+    ctx: &HostContext,
+    source: &Path,
+    base: &str,
+    is_dir: bool,
+) -> HostResult<Vec<SourceFile>> {
+    if !is_dir {
+        return Ok(vec![SourceFile {
+            source: source.to_path_buf(),
+            name: base.to_owned(),
+        }]);
+    }
+    let unreadable = |e: std::io::Error| {
+        host_error(format!(
+            "artifact::put: cannot read '{}': {e}",
+            source.display()
+        ))
+    };
+    let real_dir = std::fs::canonicalize(source).map_err(unreadable)?;
+    let (mut files, mut skipped) = (Vec::new(), Vec::new());
+    walk(source, &real_dir, base, &mut files, &mut skipped).map_err(unreadable)?;
+    for file in &mut files {
+        file.name = source::redacted_name(ctx, &file.name);
+    }
+    for skip in &skipped {
+        ctx.log("warn", &format!("artifact::put: not stored: {skip}"));
+    }
+    Ok(files)
+}
+
+/// Stores each file (a live run): `(name, size, sha256)` each.
+fn copy_files(
+    ctx: &HostContext,
+    store: &mut Store,
+    files: &[SourceFile],
+) -> HostResult<Vec<(String, u64, String)>> {
+    let destinations = store.create_then(|store| store.destinations(files))?;
+    let mut results = Vec::new();
+    for (file, dest) in files.iter().zip(&destinations) {
+        let mut input = source::open(&file.source)?;
+        let (size, sha256) =
+            write_atomic(dest, |out| match source::narrow_permissions(out, &input) {
+                Ok(()) => copy_hashed(ctx, &mut input, Some(out)),
+                Err(e) => Ok(Err(e)),
+            })?
+            .map_err(|e| {
+                host_error(format!(
+                    "artifact::put: storing '{}' as {}: {e}",
+                    file.source.display(),
+                    dest.display()
+                ))
+            })?;
+        stored(
+            ctx,
+            store,
+            &file.name,
+            size,
+            &sha256,
+            false,
+            Some(&file.source),
+        )?;
+        results.push((file.name.clone(), size, sha256));
+    }
+    Ok(results)
+}
+
+/// What a live run would store (a dry run): the sources read and hashed, nothing written.
+fn hash_files(
+    ctx: &HostContext,
+    store: &mut Store,
+    files: &[SourceFile],
+) -> HostResult<Vec<(String, u64, String)>> {
+    let mut results = Vec::new();
+    for file in files {
+        let mut input = source::open(&file.source)?;
+        let (size, sha256) = copy_hashed(ctx, &mut input, None)?.map_err(|e| {
+            host_error(format!(
+                "artifact::put: reading '{}': {e}",
+                file.source.display()
+            ))
+        })?;
+        stored(
+            ctx,
+            store,
+            &file.name,
+            size,
+            &sha256,
+            true,
+            Some(&file.source),
+        )?;
+        results.push((file.name.clone(), size, sha256));
+    }
+    Ok(results)
+}
+
+/// The map `artifact::put` returns: the file's, or a directory's with its `files`; a
+/// directory's hash is over `sha256  name` lines (what `sha256sum` prints).
+fn put_result(
+    base: &str,
+    is_dir: bool,
+    mut results: Vec<(String, u64, String)>,
+    planned: bool,
+) -> Map {
+    if !is_dir {
+        let (name, size, sha256) = results.pop().unwrap_or_default();
+        return result_map(&name, size, &sha256, planned);
+    }
+    let listing: String = results
+        .iter()
+        .map(|(name, _, sha)| format!("{sha}  {name}\n"))
+        .collect();
+    let total = results.iter().map(|(_, size, _)| size).sum();
+    let digest = crate::config::sha256_hex(listing.as_bytes());
+    let mut map = result_map(base, total, &digest, planned);
+    let files: Array = results
+        .iter()
+        .map(|(name, size, sha)| Dynamic::from(result_map(name, *size, sha, planned)))
+        .collect();
+    map.insert("files".into(), Dynamic::from(files));
+    map
 }
 
 fn write(ctx: &HostContext, state: &Artifacts, name: &str, value: &Dynamic) -> HostResult<Map> {
@@ -418,21 +445,35 @@ fn write(ctx: &HostContext, state: &Artifacts, name: &str, value: &Dynamic) -> H
             read_only: false,
             subject: Subject::None,
         };
-        let outcome = ctx.effect(effect, |_event| {
-            let dest = store.create_then(|store| {
-                store
-                    .destination(&name)
-                    .map_err(|why| host_error(format!("artifact::write: {why}")))
-            })?;
-            write_atomic(&dest, |file| Ok(file.write_all(&bytes)))?.map_err(|e| {
-                host_error(format!("artifact::write: storing {}: {e}", dest.display()))
-            })?;
-            stored(ctx, store, &name, size, &sha256, false, None)
-        })?;
-        let planned = matches!(outcome, Outcome::Planned);
-        if planned {
-            stored(ctx, store, &name, size, &sha256, true, None)?;
-        }
+        let store = std::cell::RefCell::new(store);
+        let planned = ctx.perform(
+            effect,
+            || {
+                stored(
+                    ctx,
+                    &mut store.borrow_mut(),
+                    &name,
+                    size,
+                    &sha256,
+                    true,
+                    None,
+                )?;
+                Ok(true)
+            },
+            |_event| {
+                let mut store = store.borrow_mut();
+                let dest = store.create_then(|store| {
+                    store
+                        .destination(&name)
+                        .map_err(|why| host_error(format!("artifact::write: {why}")))
+                })?;
+                write_atomic(&dest, |file| Ok(file.write_all(&bytes)))?.map_err(|e| {
+                    host_error(format!("artifact::write: storing {}: {e}", dest.display()))
+                })?;
+                stored(ctx, &mut store, &name, size, &sha256, false, None)?;
+                Ok(false)
+            },
+        )?;
         Ok(result_map(&name, size, &sha256, planned))
     })
 }

@@ -19,7 +19,7 @@ mod criteria;
 pub mod launch;
 mod tab;
 
-use super::{Effect, HostContext, Need, Outcome, add_fn, install, map_of};
+use super::{Effect, HostContext, Need, add_fn, install, map_of};
 use crate::options::{HostResult, Options, host_error};
 use crate::policy::Subject;
 use futures::future::LocalBoxFuture;
@@ -57,21 +57,6 @@ impl Session {
         if let Some(running) = self.running.borrow_mut().take() {
             running.kill();
         }
-    }
-}
-
-thread_local! {
-    /// The sessions of the run on this engine thread, so that the run can end its browser
-    /// explicitly: a one-shot run never drops its engine (and the closures holding the session).
-    static SESSIONS: RefCell<Vec<std::rc::Weak<Session>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Ends the browser of the run on this thread (killed, profile removed). `run.rs` calls it
-/// when the script is over.
-pub fn end_of_run() {
-    let sessions = SESSIONS.with(|sessions| std::mem::take(&mut *sessions.borrow_mut()));
-    for session in sessions.iter().filter_map(std::rc::Weak::upgrade) {
-        session.shutdown();
     }
 }
 
@@ -146,35 +131,35 @@ fn on_tab<T>(
         subject: Subject::None,
     };
     let what = format!("page.{}", call.action);
-    let outcome = ctx.effect(effect, |_event| {
-        let borrowed = page.inner.tab.borrow();
-        let Some(tab) = borrowed.as_ref() else {
-            if page.inner.planned {
-                return Ok(None);
+    ctx.perform(
+        effect,
+        || Ok(None),
+        |_event| {
+            let borrowed = page.inner.tab.borrow();
+            let Some(tab) = borrowed.as_ref() else {
+                if page.inner.planned {
+                    return Ok(None);
+                }
+                return Err(host_error(format!("{what}: {url}: the page is closed")));
+            };
+            let timeout = call.timeout;
+            let result = ctx.block_on(async { tokio::time::timeout(timeout, work(tab)).await });
+            match result {
+                Err(cancelled) => {
+                    drop(borrowed);
+                    page.inner.tab.borrow_mut().take();
+                    page.inner.session.shutdown();
+                    Err(cancelled)
+                }
+                Ok(Err(_)) => Err(host_error(format!(
+                    "{what}: {url}: timed out after {}",
+                    humantime::format_duration(timeout)
+                ))),
+                Ok(Ok(Err(why))) => Err(host_error(format!("{what}: {url}: {why}"))),
+                Ok(Ok(Ok(value))) => Ok(Some(value)),
             }
-            return Err(host_error(format!("{what}: {url}: the page is closed")));
-        };
-        let timeout = call.timeout;
-        let result = ctx.block_on(async { tokio::time::timeout(timeout, work(tab)).await });
-        match result {
-            Err(cancelled) => {
-                drop(borrowed);
-                page.inner.tab.borrow_mut().take();
-                page.inner.session.shutdown();
-                Err(cancelled)
-            }
-            Ok(Err(_)) => Err(host_error(format!(
-                "{what}: {url}: timed out after {}",
-                humantime::format_duration(timeout)
-            ))),
-            Ok(Ok(Err(why))) => Err(host_error(format!("{what}: {url}: {why}"))),
-            Ok(Ok(Ok(value))) => Ok(Some(value)),
-        }
-    })?;
-    Ok(match outcome {
-        Outcome::Done(value) => value,
-        Outcome::Planned => None,
-    })
+        },
+    )
 }
 
 fn timeout_option(options: &mut Options) -> HostResult<Duration> {
@@ -219,7 +204,8 @@ fn open(ctx: &HostContext, session: &Rc<Session>, url: &str, options: Map) -> Ho
         read_only: executable.is_ok(),
         subject: Subject::Host(&host),
     };
-    let outcome = ctx.effect(effect, |event| {
+    let planned = || Ok((None, 0, parsed.to_string(), true));
+    let (tab, status, url, planned) = ctx.perform(effect, planned, |event| {
         let executable = executable
             .clone()
             .map_err(|why| host_error(format!("browser::open: {why}")))?;
@@ -227,12 +213,8 @@ fn open(ctx: &HostContext, session: &Rc<Session>, url: &str, options: Map) -> Ho
             navigate(ctx, session, &executable, parsed.as_str(), timeout)?;
         event.insert("status".into(), json!(status));
         event.insert("url".into(), json!(final_url));
-        Ok((tab, status, final_url))
+        Ok((Some(tab), status, final_url, false))
     })?;
-    let (tab, status, url, planned) = match outcome {
-        Outcome::Done((tab, status, url)) => (Some(tab), status, url, false),
-        Outcome::Planned => (None, 0, parsed.to_string(), true),
-    };
     Ok(Page {
         inner: Rc::new(PageInner {
             tab: RefCell::new(tab),
@@ -489,7 +471,7 @@ fn close(ctx: &HostContext, page: &Page) -> HostResult<()> {
         read_only: true,
         subject: Subject::None,
     };
-    ctx.effect(effect, |_event| {
+    ctx.read(effect, |_event| {
         if let Some(tab) = page.inner.tab.borrow_mut().take() {
             let closed = ctx.block_on(async {
                 tokio::time::timeout(DEFAULT_BROWSER_TIMEOUT, tab.close()).await
@@ -499,8 +481,7 @@ fn close(ctx: &HostContext, page: &Page) -> HostResult<()> {
             }
         }
         Ok(())
-    })?;
-    Ok(())
+    })
 }
 
 /// Adds a page method (callable as `page.name(..)`) with its doc comment to the module.
@@ -538,7 +519,14 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     });
     engine.register_get("planned", |page: &mut Page| page.inner.planned);
     let session = Rc::new(Session::default());
-    SESSIONS.with(|sessions| sessions.borrow_mut().push(Rc::downgrade(&session)));
+    // The run ends its browser explicitly (killed, profile removed): a one-shot run never drops
+    // its engine, nor the closures holding the session.
+    let weak = Rc::downgrade(&session);
+    ctx.at_end(move || {
+        if let Some(session) = weak.upgrade() {
+            session.shutdown();
+        }
+    });
     let mut module = Module::new();
     let docs_open = "Opens `url` in the run's headless Chromium (started on first use) and returns a Page once it\n\
                      has loaded. A read: it runs in a dry run. `[http] allow_hosts` applies to it and to every\n\

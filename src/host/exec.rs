@@ -10,6 +10,7 @@
 pub mod reaper;
 
 use super::{DEFAULT_EXEC_TIMEOUT, Effect, HostContext, KILL_GRACE, Need, add_fn, install, map_of};
+use crate::event::{Body, Output};
 use crate::journal::Journal;
 use crate::options::{HostResult, Options, host_error, kind_error};
 use crate::policy::Subject;
@@ -440,11 +441,13 @@ async fn pump(
     let redactor = journal.redactor().clone();
     let emit = |lines: Vec<String>| {
         for line in lines {
-            let mut fields = json!({ "stream": stream, "line": line });
-            if quiet {
-                fields["quiet"] = json!(true);
-            }
-            journal.emit("output", step.as_deref(), fields);
+            let output = Output {
+                stream: stream.to_owned(),
+                line,
+                quiet,
+                ..Output::default()
+            };
+            journal.record(step.as_deref(), Body::Output(output));
         }
     };
     let mut reader = BufReader::new(pipe);

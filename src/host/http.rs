@@ -26,7 +26,8 @@ pub use response::NotJson;
 use response::*;
 use wait::wait_until;
 
-use super::{Effect, HostContext, Outcome, add_fn, install};
+use super::{Effect, HostContext, add_fn, install};
+use crate::event::{Body, Extra, Log};
 use crate::options::{HostResult, Options, host_error};
 use crate::policy::{Policy, Subject};
 use crate::script_error::ScriptError;
@@ -217,39 +218,38 @@ fn journal_attempt(
     result: &Result<Reply, Failure>,
     retry_in: Option<Duration>,
 ) {
-    let mut fields = json!({
-        "method": call.method.as_str(),
-        "url": call.url.as_str(),
-        "attempt": attempt,
-        "duration_ms": started.elapsed().as_millis() as u64,
-    });
-    match result {
-        Ok(reply) => fields["status"] = json!(reply.status),
-        Err(failure) => {
-            fields["error"] = json!(failure.describe(call.max_body));
-            fields["failure"] = json!(failure.short());
+    let mut extra = Extra::from_iter([
+        ("method".to_owned(), json!(call.method.as_str())),
+        ("url".to_owned(), json!(call.url.as_str())),
+        ("attempt".to_owned(), json!(attempt)),
+        (
+            "duration_ms".to_owned(),
+            json!(started.elapsed().as_millis() as u64),
+        ),
+    ]);
+    let outcome = match result {
+        Ok(reply) => {
+            extra.insert("status".into(), json!(reply.status));
+            reply.status.to_string()
         }
-    }
+        Err(failure) => {
+            extra.insert("error".into(), json!(failure.describe(call.max_body)));
+            extra.insert("failure".into(), json!(failure.short()));
+            failure.short().to_string()
+        }
+    };
     if let Some(delay) = retry_in {
-        fields["retry_in_ms"] = json!(delay.as_millis() as u64);
+        extra.insert("retry_in_ms".into(), json!(delay.as_millis() as u64));
     }
     // Journaled as a `log` event (DESIGN.md fixes the event kinds) at level "trace", which the
     // terminal does not show; `event: "http_attempt"` tells attempts apart.
-    let message = match (&fields["status"], &fields["failure"]) {
-        (serde_json::Value::Number(status), _) => {
-            format!("{} {} attempt {attempt}: {status}", call.method, call.url)
-        }
-        (_, failure) => format!(
-            "{} {} attempt {attempt}: {}",
-            call.method,
-            call.url,
-            failure.as_str().unwrap_or("failed")
-        ),
-    };
-    fields["level"] = json!("trace");
-    fields["event"] = json!("http_attempt");
-    fields["message"] = json!(message);
-    ctx.emit("log", fields);
+    extra.insert("event".into(), json!("http_attempt"));
+    let message = format!("{} {} attempt {attempt}: {outcome}", call.method, call.url);
+    ctx.record(Body::Log(Log {
+        level: "trace".into(),
+        message,
+        extra,
+    }));
 }
 
 /// Sends with retries; returns the last reply (whatever its status) and how many attempts it took.
@@ -354,19 +354,19 @@ fn effect_for<'a>(call: &'a Call, extra: Value) -> Effect<'a> {
 
 /// `get`, `post`, `request`: one call through the gate.
 fn call(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<Map> {
-    let outcome = ctx.effect(effect_for(call, json!({})), |event| {
-        let (reply, attempts) = perform(ctx, client, call)?;
-        event.insert("status".into(), json!(reply.status));
-        event.insert("attempts".into(), json!(attempts));
-        if !call.expect.accepts(reply.status) {
-            return Err(expectation_error(ctx, call, &reply, attempts));
-        }
-        Ok((reply, attempts))
-    })?;
-    Ok(match outcome {
-        Outcome::Planned => planned_map(),
-        Outcome::Done((reply, attempts)) => response_map(ctx, call, reply, attempts),
-    })
+    ctx.perform(
+        effect_for(call, json!({})),
+        || Ok(planned_map()),
+        |event| {
+            let (reply, attempts) = perform(ctx, client, call)?;
+            event.insert("status".into(), json!(reply.status));
+            event.insert("attempts".into(), json!(attempts));
+            if !call.expect.accepts(reply.status) {
+                return Err(expectation_error(ctx, call, &reply, attempts));
+            }
+            Ok(response_map(ctx, call, reply, attempts))
+        },
+    )
 }
 
 /// The body of `get`, `post` and `request`: parse the call, then perform it.
@@ -395,21 +395,7 @@ fn send(
 }
 
 pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
-    engine
-        .register_type_with_name::<NotJson>("NotJson")
-        .register_indexer_get(|value: &mut NotJson, key: &str| -> HostResult<Dynamic> {
-            Err(value.error(key))
-        })
-        .register_indexer_get(|value: &mut NotJson, index: i64| -> HostResult<Dynamic> {
-            Err(value.error(&format!("[{index}]")))
-        })
-        .register_fn("to_string", |_: &mut NotJson| {
-            "(body is not JSON)".to_owned()
-        })
-        .register_fn("to_debug", |_: &mut NotJson| {
-            "(body is not JSON)".to_owned()
-        });
-
+    register_not_json(engine);
     let client = Rc::new(Client::default());
     let mut module = Module::new();
     let result = "`#{ status, headers, body, json, attempts, planned }`";
@@ -418,113 +404,67 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                        `idempotent`, `retry_unsafe`, `idempotency_key` (true or a string: one `Idempotency-Key` for every attempt), `backoff` (first retry delay, default 250ms), `expect` (status, \"2xx\" or a list;\n\
                        default any 2xx), `read_only`, `max_body` (default 32MiB).";
 
-    let docs_get =
-        format!("GET a URL; returns {result}. Runs in dry runs (a read).\n{options_doc}");
-    let (c, k) = (ctx.clone(), client.clone());
+    let docs = format!("GET a URL; returns {result}. Runs in dry runs (a read).\n{options_doc}");
+    let get = sender(ctx, &client, "http::get", "get");
+    let send = get.clone();
     add_fn(
         &mut module,
         "get",
         &["url: String", "Map"],
-        &docs_get,
-        move |url: &str| {
-            send(
-                &c,
-                &k,
-                "http::get",
-                "get",
-                "GET",
-                url,
-                Dynamic::UNIT,
-                Map::new(),
-            )
-        },
+        &docs,
+        move |url: &str| send("GET", url, Dynamic::UNIT, Map::new()),
     );
-    let (c, k) = (ctx.clone(), client.clone());
+    let send = get;
     add_fn(
         &mut module,
         "get",
         &["url: String", "options: Map", "Map"],
-        &docs_get,
-        move |url: &str, options: Map| {
-            send(
-                &c,
-                &k,
-                "http::get",
-                "get",
-                "GET",
-                url,
-                Dynamic::UNIT,
-                options,
-            )
-        },
+        &docs,
+        move |url: &str, options: Map| send("GET", url, Dynamic::UNIT, options),
     );
 
-    let docs_post = format!(
+    let docs = format!(
         "POST a body (a map or array is sent as JSON, a string as is); returns {result}.\n\
          Planned in a dry run unless `read_only: true`.\n{options_doc}"
     );
-    let (c, k) = (ctx.clone(), client.clone());
+    let post = sender(ctx, &client, "http::post", "post");
+    let send = post.clone();
     add_fn(
         &mut module,
         "post",
         &["url: String", "body: Dynamic", "Map"],
-        &docs_post,
-        move |url: &str, body: Dynamic| {
-            send(&c, &k, "http::post", "post", "POST", url, body, Map::new())
-        },
+        &docs,
+        move |url: &str, body: Dynamic| send("POST", url, body, Map::new()),
     );
-    let (c, k) = (ctx.clone(), client.clone());
+    let send = post;
     add_fn(
         &mut module,
         "post",
         &["url: String", "body: Dynamic", "options: Map", "Map"],
-        &docs_post,
-        move |url: &str, body: Dynamic, options: Map| {
-            send(&c, &k, "http::post", "post", "POST", url, body, options)
-        },
+        &docs,
+        move |url: &str, body: Dynamic, options: Map| send("POST", url, body, options),
     );
 
-    let docs_request = format!(
+    let docs = format!(
         "Any method (`\"PUT\"`, `\"DELETE\"`, `\"HEAD\"`, ...); `body` goes in the options. Returns {result}.\n\
          GET and HEAD run in dry runs; other methods are planned unless `read_only: true`.\n{options_doc}"
     );
-    let (c, k) = (ctx.clone(), client.clone());
+    let request = sender(ctx, &client, "http::request", "request");
+    let send = request.clone();
     add_fn(
         &mut module,
         "request",
         &["method: String", "url: String", "options: Map", "Map"],
-        &docs_request,
-        move |method: &str, url: &str, options: Map| {
-            send(
-                &c,
-                &k,
-                "http::request",
-                "request",
-                method,
-                url,
-                Dynamic::UNIT,
-                options,
-            )
-        },
+        &docs,
+        move |method: &str, url: &str, options: Map| send(method, url, Dynamic::UNIT, options),
     );
-    let (c, k) = (ctx.clone(), client.clone());
+    let send = request;
     add_fn(
         &mut module,
         "request",
         &["method: String", "url: String", "Map"],
-        &docs_request,
-        move |method: &str, url: &str| {
-            send(
-                &c,
-                &k,
-                "http::request",
-                "request",
-                method,
-                url,
-                Dynamic::UNIT,
-                Map::new(),
-            )
-        },
+        &docs,
+        move |method: &str, url: &str| send(method, url, Dynamic::UNIT, Map::new()),
     );
 
     let docs_wait = "Polls a URL (GET) until `expect` holds (default any 2xx) or the deadline passes; returns the last response.\n\
@@ -540,6 +480,36 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         move |url: &str, options: Map| wait_until(&c, &k, url, options),
     );
     install(engine, "http", module);
+}
+
+/// [`send`] for one script function (`http::get`, ...), shared by its overloads:
+/// `(method, url, body, options)`.
+fn sender(
+    ctx: &Rc<HostContext>,
+    client: &Rc<Client>,
+    what: &'static str,
+    action: &'static str,
+) -> impl Fn(&str, &str, Dynamic, Map) -> HostResult<Map> + Clone + 'static {
+    let (ctx, client) = (ctx.clone(), client.clone());
+    move |method, url, body, options| send(&ctx, &client, what, action, method, url, body, options)
+}
+
+/// A response body that is not JSON: indexing its `json` says so instead of yielding `()`.
+fn register_not_json(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<NotJson>("NotJson")
+        .register_indexer_get(|value: &mut NotJson, key: &str| -> HostResult<Dynamic> {
+            Err(value.error(key))
+        })
+        .register_indexer_get(|value: &mut NotJson, index: i64| -> HostResult<Dynamic> {
+            Err(value.error(&format!("[{index}]")))
+        })
+        .register_fn("to_string", |_: &mut NotJson| {
+            "(body is not JSON)".to_owned()
+        })
+        .register_fn("to_debug", |_: &mut NotJson| {
+            "(body is not JSON)".to_owned()
+        });
 }
 
 #[cfg(test)]

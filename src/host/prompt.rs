@@ -24,6 +24,7 @@ pub mod terminal;
 pub use answers::Answers;
 
 use super::{Asking, HostContext, add_fn, install, map_of};
+use crate::event::{Body, Extra, PromptEvent};
 use crate::options::{HostResult, Options, host_error};
 use dialoguer::theme::ColorfulTheme;
 use rhai::{Array, Dynamic, Engine, Map, Module};
@@ -170,17 +171,15 @@ fn parse_bool(value: &Value) -> Option<bool> {
 
 /// Journals the `prompt` event (and prints it through the reporter).
 fn record(ctx: &HostContext, prompt: &Prompt<'_>, answer: Value, source: Source, planned: bool) {
-    ctx.emit(
-        "prompt",
-        json!({
-            "id": prompt.id,
-            "type": prompt.kind.as_str(),
-            "question": prompt.question,
-            "answer": answer,
-            "source": source.as_str(),
-            "planned": planned,
-        }),
-    );
+    ctx.record(Body::Prompt(PromptEvent {
+        id: prompt.id.to_owned(),
+        prompt_type: prompt.kind.as_str().to_owned(),
+        question: prompt.question.to_owned(),
+        answer,
+        source: source.as_str().to_owned(),
+        planned,
+        extra: Extra::new(),
+    }));
 }
 
 /// A prompt being answered: its id, kind and question.
@@ -513,12 +512,19 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         },
     );
 
+    register_select_and_secret(&mut module, ctx);
+    register_approve(&mut module, ctx);
+    install(engine, "prompt", module);
+}
+
+/// `prompt::select` and `prompt::secret`.
+fn register_select_and_secret(module: &mut Module, ctx: &Rc<HostContext>) {
     let docs = "Asks to choose one of `options` (arrow keys at a terminal); returns the chosen option.\n\
                 A non-interactive answer is the option's text or its 0-based index.\n\
                 Options: `id`, `default_value` (an option's text or index; else the first).";
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "select",
         &["question: String", "options: Array", "String"],
         docs,
@@ -526,7 +532,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     );
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "select",
         &["question: String", "options: Array", "opts: Map", "String"],
         docs,
@@ -537,7 +543,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                 journaled as [redacted]. Options: `id`.";
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "secret",
         &["question: String", "String"],
         docs,
@@ -545,13 +551,16 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     );
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "secret",
         &["question: String", "options: Map", "String"],
         docs,
         move |question: &str, options: Map| secret(&c, question, options),
     );
+}
 
+/// `prompt::approve`.
+fn register_approve(module: &mut Module, ctx: &Rc<HostContext>) {
     let docs = "Asks for a sign-off by `role` (id `approve_<role>`); returns\n\
                 `#{ id, role, approver, time, script_sha256, plan_hash, planned }` and journals an `approval` event.\n\
                 In a live run bound to a saved plan (--plan) it is satisfied by an SSH signature over the plan's hash\n\
@@ -562,7 +571,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                 Options: `id`, `question`, `wait` (e.g. \"30m\").";
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "approve",
         &["role: String", "Map"],
         docs,
@@ -570,14 +579,12 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     );
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "approve",
         &["role: String", "options: Map", "Map"],
         docs,
         move |role: &str, options: Map| approve::approve(&c, role, options),
     );
-
-    install(engine, "prompt", module);
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ use session::*;
 use statement::*;
 use transaction::*;
 
-use super::{DEFAULT_SQL_TIMEOUT, Effect, HostContext, Outcome, install, map_of};
+use super::{DEFAULT_SQL_TIMEOUT, Effect, HostContext, install, map_of};
 use crate::options::{HostResult, Options, host_error};
 use crate::policy::Subject;
 use rhai::{Array, Engine, FnPtr, Map, Module, NativeCallContext};
@@ -82,11 +82,18 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
         move |url: &str, options: Map| connect(&c, url, options),
     );
 
+    register_statements(&mut module, ctx);
+    register_changes(&mut module, ctx);
+    install(engine, "sql", module);
+}
+
+/// `query`, `query_one` and `execute` on a Database.
+fn register_statements(module: &mut Module, ctx: &Rc<HostContext>) {
     let docs_query = "Runs a statement and returns its rows as an array of maps. Parameters bind positionally ($1 / ?).\n\
                       A read: it runs in a dry run, inside a read-only transaction.";
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "query",
         &["db: Database", "sql: String", "Array"],
         docs_query,
@@ -95,7 +102,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     );
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "query",
         &["db: Database", "sql: String", "params: Array", "Array"],
         docs_query,
@@ -106,7 +113,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     let docs_one = "Like `query`, but returns the single row as a map; an error unless exactly one row comes back.";
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "query_one",
         &["db: Database", "sql: String", "Map"],
         docs_one,
@@ -115,7 +122,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     );
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "query_one",
         &["db: Database", "sql: String", "params: Array", "Map"],
         docs_one,
@@ -128,7 +135,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
                         Without parameters the text may hold several statements.";
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "execute",
         &["db: Database", "sql: String", "int"],
         docs_execute,
@@ -137,17 +144,20 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     );
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "execute",
         &["db: Database", "sql: String", "params: Array", "int"],
         docs_execute,
         true,
         move |db: &mut Database, sql: &str, params: Array| execute(&c, db, sql, params),
     );
+}
 
+/// `transaction`, `migrate` and `pending` on a Database.
+fn register_changes(module: &mut Module, ctx: &Rc<HostContext>) {
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "transaction",
         &["db: Database", "body: FnPtr", "Dynamic"],
         "Runs `body(tx)` in a transaction: commits when it returns, rolls back when it throws, and returns its value.\n\
@@ -161,7 +171,7 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
 
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "migrate",
         &["db: Database", "dir: String", "Map"],
         "Applies the `*.sql` files of `dir` not yet applied, in file-name order, each in its own transaction,\n\
@@ -173,14 +183,13 @@ pub fn register(engine: &mut Engine, ctx: &Rc<HostContext>) {
     );
     let c = ctx.clone();
     add_fn(
-        &mut module,
+        module,
         "pending",
         &["db: Database", "dir: String", "Array"],
         "The migrations of `dir` not yet applied, in order: `[#{ name, sha256 }]`.",
         true,
         move |db: &mut Database, dir: &str| migrate::pending(&c, db, dir),
     );
-    install(engine, "sql", module);
 }
 
 /// Like `host::add_fn`, but methods of `Database` go in the global namespace so that
@@ -246,7 +255,7 @@ fn connect(ctx: &HostContext, url: &str, options: Map) -> HostResult<Database> {
         read_only: true,
         subject: Subject::None,
     };
-    ctx.effect(effect, |_event| {
+    ctx.read(effect, |_event| {
         if matches!(session.target, Target::Offline) {
             return Ok(());
         }

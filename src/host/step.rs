@@ -10,10 +10,10 @@ mod in_doubt;
 
 use super::{HostContext, Rollback, StepFrame, error_text, is_cancellation};
 use crate::cancel::CancelReason;
+use crate::event::{Body, StepEnd, StepStart};
 use crate::options::{HostResult, Options, kind_error};
 use crate::script_error::ScriptError;
 use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Map, NativeCallContext};
-use serde_json::json;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -71,50 +71,49 @@ fn run_step(
         *count
     };
     let depth = ctx.steps.borrow().len();
+    let step = Step {
+        ctx,
+        name,
+        occurrence: occurrence as u64,
+    };
     if let Some(reason) = skip_reason(ctx, name, occurrence, depth) {
-        ctx.journal.emit(
-            "step_end",
-            Some(name),
-            json!({ "outcome": "skipped", "reason": reason, "duration_ms": 0, "occurrence": occurrence }),
-        );
+        step.skipped(reason, None);
         return Ok(Dynamic::UNIT);
     }
-
     let in_doubt = match in_doubt::decide(ctx, call, name, occurrence, verify.as_ref())? {
         Some(in_doubt::Decision::Skip(record)) => {
             let reason = format!(
                 "succeeded in run {} (in doubt; verify found it done)",
                 record["run"].as_str().unwrap_or("")
             );
-            ctx.journal.emit(
-                "step_end",
-                Some(name),
-                json!({ "outcome": "skipped", "reason": reason, "duration_ms": 0, "occurrence": occurrence, "in_doubt": record }),
-            );
+            step.skipped(reason, Some(record));
             return Ok(Dynamic::UNIT);
         }
         Some(in_doubt::Decision::Rerun(record)) => Some(record),
         None => None,
     };
 
-    let parent = ctx.current_token();
-    let token = parent.child_token();
+    let token = ctx.current_token().child_token();
     let timeout = timeout.or(Some(ctx.policy.limits.step_timeout));
     ctx.steps.borrow_mut().push(StepFrame {
         name: name.to_owned(),
         token: token.clone(),
         started: Instant::now(),
     });
-    let mut start = json!({ "occurrence": occurrence, "depth": depth, "timeout_ms": timeout.map(|t| t.as_millis() as u64) });
+    let mut start = StepStart {
+        occurrence: Some(step.occurrence),
+        depth: Some(depth as u64),
+        timeout_ms: timeout.map(|t| t.as_millis() as u64),
+        ..StepStart::default()
+    };
     if let Some(record) = in_doubt {
-        start["in_doubt"] = record;
+        start.extra.insert("in_doubt".into(), record);
     }
-    ctx.journal.emit("step_start", Some(name), start);
+    ctx.journal.record(Some(name), Body::StepStart(start));
     let timer = timeout.map(|after| spawn_timer(ctx, name, depth, after, token.clone()));
 
     let started = Instant::now();
     let result = body.call_within_context::<Dynamic>(call, ());
-
     if let Some(timer) = timer {
         timer.abort();
     }
@@ -123,11 +122,11 @@ fn run_step(
 
     match result {
         Ok(value) => {
-            ctx.journal.emit(
-                "step_end",
-                Some(name),
-                json!({ "outcome": "ok", "duration_ms": duration_ms, "occurrence": occurrence }),
-            );
+            step.end(StepEnd {
+                outcome: "ok".into(),
+                duration_ms,
+                ..StepEnd::default()
+            });
             if let Some(closure) = rollback {
                 ctx.rollbacks.borrow_mut().push(Rollback {
                     step: name.to_owned(),
@@ -136,69 +135,109 @@ fn run_step(
             }
             Ok(value)
         }
-        Err(error) => {
-            let error = match ctx.cancel.clear_step_timeout(depth) {
-                Some(CancelReason::StepTimeout { after, .. }) if is_cancellation(&error) => {
-                    let position = error.position();
-                    let timeout = ScriptError::new(
-                        "timeout",
-                        format!(
-                            "step '{name}' timed out after {}",
-                            humantime::format_duration(after)
-                        ),
-                    )
-                    .with("step", name.to_owned());
-                    Box::new(EvalAltResult::ErrorRuntime(
-                        Dynamic::from(timeout),
-                        position,
-                    ))
-                }
-                _ => error,
-            };
-            let cancelled = is_cancellation(&error);
-            let message = if cancelled {
+        Err(error) => step.failed(call, error, (depth, duration_ms), continue_on_error),
+    }
+}
+
+/// A step being run, for journaling its end.
+struct Step<'a> {
+    ctx: &'a Rc<HostContext>,
+    name: &'a str,
+    /// The how-manieth run of a step of this name (resume matches on name and occurrence).
+    occurrence: u64,
+}
+
+impl Step<'_> {
+    fn end(&self, mut end: StepEnd) {
+        end.occurrence = Some(self.occurrence);
+        self.ctx.journal.record(Some(self.name), Body::StepEnd(end));
+    }
+
+    fn skipped(&self, reason: String, in_doubt: Option<serde_json::Value>) {
+        let mut end = StepEnd {
+            outcome: "skipped".into(),
+            reason: Some(reason),
+            ..StepEnd::default()
+        };
+        if let Some(record) = in_doubt {
+            end.extra.insert("in_doubt".into(), record);
+        }
+        self.end(end);
+    }
+
+    /// Journals a failed (or cancelled) step; compensates when a top-level step failed; goes
+    /// on with `continue_on_error`.
+    fn failed(
+        &self,
+        call: &NativeCallContext,
+        error: Box<EvalAltResult>,
+        (depth, duration_ms): (usize, u64),
+        continue_on_error: bool,
+    ) -> HostResult<Dynamic> {
+        let (ctx, name) = (self.ctx, self.name);
+        let error = timed_out(ctx, name, depth, error);
+        let cancelled = is_cancellation(&error);
+        let mut end = StepEnd {
+            outcome: if cancelled { "cancelled" } else { "failed" }.into(),
+            duration_ms,
+            error: Some(if cancelled {
                 "interrupted".to_owned()
             } else {
                 error_text(&error)
-            };
-            ctx.journal.emit(
-                "step_end",
-                Some(name),
-                json!({
-                    "outcome": if cancelled { "cancelled" } else { "failed" },
-                    "duration_ms": duration_ms,
-                    "occurrence": occurrence,
-                    "error": message,
-                    "continue_on_error": continue_on_error && !cancelled,
-                }),
-            );
-            // A failed top-level step ends the run: compensate now, while the script's imports
-            // are still in scope for the rollback closures.
-            let engine_limit = matches!(
-                *error,
-                EvalAltResult::ErrorTooManyOperations(..) | EvalAltResult::ErrorStackOverflow(..)
-            );
-            if depth == 0 && !continue_on_error && !cancelled && !engine_limit {
-                ctx.failed_step
-                    .borrow_mut()
-                    .get_or_insert_with(|| name.to_owned());
-                run_rollbacks(ctx, |closure| {
-                    closure.call_within_context::<Dynamic>(call, ())
-                });
-            }
-            if continue_on_error && !cancelled {
-                ctx.journal.emit(
-                    "log",
-                    Some(name),
-                    json!({ "level": "warn", "message": format!("step '{name}' failed; continuing (continue_on_error)") }),
-                );
-                return Ok(Dynamic::UNIT);
-            }
+            }),
+            ..StepEnd::default()
+        };
+        end.extra.insert(
+            "continue_on_error".into(),
+            (continue_on_error && !cancelled).into(),
+        );
+        self.end(end);
+        // A failed top-level step ends the run: compensate now, while the script's imports
+        // are still in scope for the rollback closures.
+        let engine_limit = matches!(
+            *error,
+            EvalAltResult::ErrorTooManyOperations(..) | EvalAltResult::ErrorStackOverflow(..)
+        );
+        if depth == 0 && !continue_on_error && !cancelled && !engine_limit {
             ctx.failed_step
                 .borrow_mut()
                 .get_or_insert_with(|| name.to_owned());
-            Err(error)
+            run_rollbacks(ctx, |closure| {
+                closure.call_within_context::<Dynamic>(call, ())
+            });
         }
+        if continue_on_error && !cancelled {
+            let message = format!("step '{name}' failed; continuing (continue_on_error)");
+            ctx.journal.record(Some(name), Body::log("warn", message));
+            return Ok(Dynamic::UNIT);
+        }
+        ctx.failed_step
+            .borrow_mut()
+            .get_or_insert_with(|| name.to_owned());
+        Err(error)
+    }
+}
+
+/// The cancellation a step's own timeout caused, as a catchable `timeout` error.
+fn timed_out(
+    ctx: &HostContext,
+    name: &str,
+    depth: usize,
+    error: Box<EvalAltResult>,
+) -> Box<EvalAltResult> {
+    match ctx.cancel.clear_step_timeout(depth) {
+        Some(CancelReason::StepTimeout { after, .. }) if is_cancellation(&error) => {
+            let message = format!(
+                "step '{name}' timed out after {}",
+                humantime::format_duration(after)
+            );
+            let timeout = ScriptError::new("timeout", message).with("step", name.to_owned());
+            Box::new(EvalAltResult::ErrorRuntime(
+                Dynamic::from(timeout),
+                error.position(),
+            ))
+        }
+        _ => error,
     }
 }
 
@@ -269,21 +308,22 @@ pub fn run_rollbacks(ctx: &HostContext, call: impl Fn(&FnPtr) -> HostResult<Dyna
             token: ctx.cancel.root.child_token(),
             started: Instant::now(),
         });
-        ctx.journal.emit(
-            "step_start",
-            Some(&name),
-            json!({ "rollback_of": rollback.step }),
-        );
+        let start = StepStart {
+            rollback_of: Some(rollback.step.clone()),
+            ..StepStart::default()
+        };
+        ctx.journal.record(Some(&name), Body::StepStart(start));
         let started = Instant::now();
         let result = call(&rollback.closure);
         ctx.steps.borrow_mut().pop();
         let duration_ms = started.elapsed().as_millis() as u64;
-        let mut fields =
-            json!({ "outcome": "ok", "duration_ms": duration_ms, "rollback_of": rollback.step });
-        if let Err(error) = result {
-            fields["outcome"] = json!("failed");
-            fields["error"] = json!(error_text(&error));
-        }
-        ctx.journal.emit("step_end", Some(&name), fields);
+        let end = StepEnd {
+            outcome: if result.is_ok() { "ok" } else { "failed" }.into(),
+            duration_ms,
+            error: result.err().map(|error| error_text(&error)),
+            rollback_of: Some(rollback.step.clone()),
+            ..StepEnd::default()
+        };
+        ctx.journal.record(Some(&name), Body::StepEnd(end));
     }
 }

@@ -6,7 +6,7 @@ use super::record::{as_i64, is_indexed};
 use super::{DB_FILE, catch_up, open};
 use crate::config::RunSettings;
 use crate::error::Error;
-use crate::event::{Body, Event, StepEnd};
+use crate::event::{Body, EffectEvent, Event, RunStart, StepEnd};
 use crate::journal::{Journal, Sink};
 use serde_json::Value;
 use sqlx::Connection;
@@ -201,32 +201,7 @@ pub(super) async fn write_batch(
 async fn index_event(tx: &mut SqliteConnection, event: &Event) -> Result<(), sqlx::Error> {
     let (run, seq, step, time) = (&event.run, as_i64(event.seq), &event.step, &event.time);
     match &event.body {
-        Body::RunStart(start) => {
-            sqlx::query(
-                "INSERT OR IGNORE INTO runs (id, script, sha256, mode, tag, vars, trace_id, resumes, journal, cwd, pid, started)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(run)
-            .bind(&start.script)
-            .bind(&start.sha256)
-            .bind(&start.mode)
-            .bind(start.vars.get("tag"))
-            .bind(serde_json::to_string(&start.vars).unwrap_or_default())
-            .bind(&start.trace_id)
-            .bind(&start.resumes)
-            .bind(&start.journal)
-            .bind(&start.cwd)
-            .bind(
-                start
-                    .extra
-                    .get("pid")
-                    .and_then(Value::as_i64)
-                    .unwrap_or_else(|| i64::from(std::process::id())),
-            )
-            .bind(time)
-            .execute(&mut *tx)
-            .await?;
-        }
+        Body::RunStart(start) => index_run_start(tx, event, start).await?,
         Body::StepStart(start) => {
             sqlx::query("INSERT OR REPLACE INTO steps (run_id, seq, name, occurrence, depth, started) VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(run)
@@ -239,27 +214,7 @@ async fn index_event(tx: &mut SqliteConnection, event: &Event) -> Result<(), sql
                 .await?;
         }
         Body::StepEnd(end) => index_step_end(tx, event, end).await?,
-        Body::Effect(effect) => {
-            sqlx::query(
-                "INSERT OR REPLACE INTO effects (run_id, seq, step, namespace, action, target, read_only, planned, outcome, duration_ms, error, code, migration_hash)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(run)
-            .bind(seq)
-            .bind(step)
-            .bind(&effect.namespace)
-            .bind(&effect.action)
-            .bind(&effect.target)
-            .bind(effect.read_only)
-            .bind(effect.planned)
-            .bind(&effect.outcome)
-            .bind(effect.duration_ms.map(as_i64))
-            .bind(&effect.error)
-            .bind(effect.extra_i64("code"))
-            .bind(effect.extra_str("migration_hash"))
-            .execute(&mut *tx)
-            .await?;
-        }
+        Body::Effect(effect) => index_effect(tx, event, effect).await?,
         Body::Artifact(artifact) => {
             sqlx::query(
                 "INSERT OR REPLACE INTO artifacts (run_id, seq, step, name, sha256, size, planned, path, root) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -307,6 +262,67 @@ async fn index_event(tx: &mut SqliteConnection, event: &Event) -> Result<(), sql
         }
         Body::Output(_) | Body::Log(_) | Body::Prompt(_) | Body::Plan(_) => {}
     }
+    Ok(())
+}
+
+async fn index_run_start(
+    tx: &mut SqliteConnection,
+    event: &Event,
+    start: &RunStart,
+) -> Result<(), sqlx::Error> {
+    let (run, time) = (&event.run, &event.time);
+    sqlx::query(
+        "INSERT OR IGNORE INTO runs (id, script, sha256, mode, tag, vars, trace_id, resumes, journal, cwd, pid, started)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(run)
+    .bind(&start.script)
+    .bind(&start.sha256)
+    .bind(&start.mode)
+    .bind(start.vars.get("tag"))
+    .bind(serde_json::to_string(&start.vars).unwrap_or_default())
+    .bind(&start.trace_id)
+    .bind(&start.resumes)
+    .bind(&start.journal)
+    .bind(&start.cwd)
+    .bind(
+        start
+            .extra
+            .get("pid")
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| i64::from(std::process::id())),
+    )
+    .bind(time)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn index_effect(
+    tx: &mut SqliteConnection,
+    event: &Event,
+    effect: &EffectEvent,
+) -> Result<(), sqlx::Error> {
+    let (run, seq, step) = (&event.run, as_i64(event.seq), &event.step);
+    sqlx::query(
+        "INSERT OR REPLACE INTO effects (run_id, seq, step, namespace, action, target, read_only, planned, outcome, duration_ms, error, code, migration_hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(run)
+    .bind(seq)
+    .bind(step)
+    .bind(&effect.namespace)
+    .bind(&effect.action)
+    .bind(&effect.target)
+    .bind(effect.read_only)
+    .bind(effect.planned)
+    .bind(&effect.outcome)
+    .bind(effect.duration_ms.map(as_i64))
+    .bind(&effect.error)
+    .bind(effect.extra_i64("code"))
+    .bind(effect.extra_str("migration_hash"))
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

@@ -46,60 +46,63 @@ pub(super) fn wait_until(
         call_spec.timeout = timeout;
     }
     let extra = json!({ "deadline_ms": deadline.as_millis() as u64, "interval_ms": interval.as_millis() as u64 });
-    let outcome = ctx.effect(effect_for(&call_spec, extra), |event| {
-        let http = client.get(&ctx.policy)?;
-        let trace = traceparent(ctx);
-        let started = Instant::now();
-        let (last, attempts) = ctx.block_on(async {
-            let mut attempt = 0_u32;
-            loop {
-                attempt += 1;
-                let remaining = deadline
-                    .saturating_sub(started.elapsed())
-                    .max(Duration::from_millis(1));
-                let timeout = call_spec.timeout.min(remaining);
-                let attempt_started = Instant::now();
-                let result = send_once(&http, &call_spec, &trace, timeout).await;
-                let done = matches!(&result, Ok(reply) if call_spec.expect.accepts(reply.status));
-                let out_of_time = started.elapsed() + interval >= deadline;
-                let retry_in = (!done && !out_of_time).then_some(interval);
-                journal_attempt(ctx, &call_spec, attempt, attempt_started, &result, retry_in);
-                match retry_in {
-                    Some(delay) => tokio::time::sleep(delay).await,
-                    None => return (result, attempt),
+    ctx.perform(
+        effect_for(&call_spec, extra),
+        || Ok(planned_map()),
+        |event| {
+            let http = client.get(&ctx.policy)?;
+            let trace = traceparent(ctx);
+            let started = Instant::now();
+            let (last, attempts) = ctx.block_on(async {
+                let mut attempt = 0_u32;
+                loop {
+                    attempt += 1;
+                    let remaining = deadline
+                        .saturating_sub(started.elapsed())
+                        .max(Duration::from_millis(1));
+                    let timeout = call_spec.timeout.min(remaining);
+                    let attempt_started = Instant::now();
+                    let result = send_once(&http, &call_spec, &trace, timeout).await;
+                    let done =
+                        matches!(&result, Ok(reply) if call_spec.expect.accepts(reply.status));
+                    let out_of_time = started.elapsed() + interval >= deadline;
+                    let retry_in = (!done && !out_of_time).then_some(interval);
+                    journal_attempt(ctx, &call_spec, attempt, attempt_started, &result, retry_in);
+                    match retry_in {
+                        Some(delay) => tokio::time::sleep(delay).await,
+                        None => return (result, attempt),
+                    }
+                }
+            })?;
+            event.insert("attempts".into(), json!(attempts));
+            match last {
+                Ok(reply) if call_spec.expect.accepts(reply.status) => {
+                    event.insert("status".into(), json!(reply.status));
+                    Ok(response_map(ctx, &call_spec, reply, attempts))
+                }
+                last => {
+                    let seen = match &last {
+                        Ok(reply) => {
+                            let excerpt = reply.excerpt();
+                            let body = if excerpt.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; body: {excerpt}")
+                            };
+                            format!("last status {}{body}", reply.status_text())
+                        }
+                        Err(failure) => {
+                            format!("last error: {}", failure.describe(call_spec.max_body))
+                        }
+                    };
+                    Err(host_error(ctx.redact(&format!(
+                        "{what}: {} did not return {} within {} ({attempts} attempts; {seen})",
+                        call_spec.label(),
+                        call_spec.expect.describe(),
+                        humantime::format_duration(deadline)
+                    ))))
                 }
             }
-        })?;
-        event.insert("attempts".into(), json!(attempts));
-        match last {
-            Ok(reply) if call_spec.expect.accepts(reply.status) => {
-                event.insert("status".into(), json!(reply.status));
-                Ok((reply, attempts))
-            }
-            last => {
-                let seen = match &last {
-                    Ok(reply) => {
-                        let excerpt = reply.excerpt();
-                        let body = if excerpt.is_empty() {
-                            String::new()
-                        } else {
-                            format!("; body: {excerpt}")
-                        };
-                        format!("last status {}{body}", reply.status_text())
-                    }
-                    Err(failure) => format!("last error: {}", failure.describe(call_spec.max_body)),
-                };
-                Err(host_error(ctx.redact(&format!(
-                    "{what}: {} did not return {} within {} ({attempts} attempts; {seen})",
-                    call_spec.label(),
-                    call_spec.expect.describe(),
-                    humantime::format_duration(deadline)
-                ))))
-            }
-        }
-    })?;
-    Ok(match outcome {
-        Outcome::Planned => planned_map(),
-        Outcome::Done((reply, attempts)) => response_map(ctx, &call_spec, reply, attempts),
-    })
+        },
+    )
 }

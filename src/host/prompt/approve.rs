@@ -16,6 +16,7 @@
 use super::terminal::Tty;
 use super::{Kind, Prompt, answer_text, approve_id, cascade, parse_bool, record, theme};
 use crate::approval::Approval;
+use crate::event::{ApprovalEvent, Body, Extra};
 use crate::host::{Asking, HostContext, map_of};
 use crate::options::{HostResult, Options, host_error};
 use crate::plan_binding::{Binding, Origin};
@@ -214,22 +215,23 @@ fn record_signed(
 ) -> Map {
     binding_used(ctx, &approval.principal, role);
     let time = crate::journal::now_rfc3339();
-    ctx.emit(
-        "approval",
-        json!({
-            "id": id,
-            "role": role,
-            "approver": approval.principal,
-            "principal": approval.principal,
-            "key": fingerprint,
-            "signature": approval.signature,
-            "signed_at": approval.time,
-            "method": "ssh-signature",
-            "script_sha256": ctx.settings.sha256,
-            "plan_hash": ctx.plan_hash(),
-            "source": "signature",
-        }),
-    );
+    let extra = Extra::from_iter([
+        ("principal".to_owned(), json!(approval.principal)),
+        ("key".to_owned(), json!(fingerprint)),
+        ("signature".to_owned(), json!(approval.signature)),
+        ("signed_at".to_owned(), json!(approval.time)),
+        ("method".to_owned(), json!("ssh-signature")),
+    ]);
+    ctx.record(Body::Approval(ApprovalEvent {
+        id: id.to_owned(),
+        role: role.to_owned(),
+        approver: approval.principal.clone(),
+        script_sha256: ctx.settings.sha256.clone(),
+        plan_hash: ctx.plan_hash(),
+        answer: String::new(),
+        source: "signature".into(),
+        extra,
+    }));
     let mut map = approval_map(ctx, id, role, &approval.principal, &ctx.plan_hash(), false);
     map.insert("key".into(), Dynamic::from(fingerprint.to_owned()));
     map.insert("method".into(), Dynamic::from("ssh-signature".to_owned()));
@@ -306,20 +308,20 @@ fn typed(ctx: &HostContext, id: &str, role: &str, question: &str) -> HostResult<
     }
     binding_used(ctx, &approver, role);
     let result = approval_map(ctx, id, role, &approver, &plan_hash, false);
-    ctx.emit(
-        "approval",
-        json!({
-            "id": id,
-            "role": role,
-            "approver": approver,
-            "principal": approver,
-            "method": "typed",
-            "script_sha256": ctx.settings.sha256,
-            "plan_hash": plan_hash,
-            "answer": answer_text(&answer),
-            "source": source.as_str(),
-        }),
-    );
+    let extra = Extra::from_iter([
+        ("principal".to_owned(), json!(approver)),
+        ("method".to_owned(), json!("typed")),
+    ]);
+    ctx.record(Body::Approval(ApprovalEvent {
+        id: id.to_owned(),
+        role: role.to_owned(),
+        approver: approver.clone(),
+        script_sha256: ctx.settings.sha256.clone(),
+        plan_hash: plan_hash.clone(),
+        answer: answer_text(&answer),
+        source: source.as_str().to_owned(),
+        extra,
+    }));
     Ok(result)
 }
 

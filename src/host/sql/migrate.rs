@@ -3,9 +3,7 @@
 //! `glow_migrations`; an applied file whose checksum changed is an error naming it. The
 //! summary effect only reads, so a dry run lists every pending file as its own planned write.
 
-use super::{
-    Database, Effect, HostContext, Live, Outcome, Target, fetch, map_of, statement_error, value,
-};
+use super::{Database, Effect, HostContext, Live, Target, fetch, map_of, statement_error, value};
 use crate::options::{HostResult, host_error};
 use crate::policy::Subject;
 use rhai::{Array, Dynamic, Map};
@@ -129,7 +127,7 @@ pub(super) fn pending(ctx: &HostContext, db: &Database, dir: &str) -> HostResult
         read_only: true,
         subject: Subject::None,
     };
-    let outcome = ctx.effect(effect, |event| {
+    ctx.read(effect, |event| {
         let files = migration_files(dir)?;
         let pending = pending_files(ctx, db, files)?;
         event.insert(
@@ -142,11 +140,7 @@ pub(super) fn pending(ctx: &HostContext, db: &Database, dir: &str) -> HostResult
             ),
         );
         Ok(pending.iter().map(name_and_sum).collect())
-    })?;
-    match outcome {
-        Outcome::Done(list) => Ok(list),
-        Outcome::Planned => Ok(Array::new()),
-    }
+    })
 }
 
 pub(super) fn migrate(ctx: &HostContext, db: &Database, dir: &str) -> HostResult<Map> {
@@ -161,7 +155,7 @@ pub(super) fn migrate(ctx: &HostContext, db: &Database, dir: &str) -> HostResult
         read_only: true,
         subject: Subject::SqlWrite,
     };
-    let outcome = ctx.effect(effect, |event| {
+    ctx.read(effect, |event| {
         let files = migration_files(dir)?;
         let hash = migration_hash(&files);
         event.insert("migration_hash".into(), json!(hash));
@@ -170,10 +164,7 @@ pub(super) fn migrate(ctx: &HostContext, db: &Database, dir: &str) -> HostResult
         let mut applied = Vec::new();
         let mut planned = false;
         for file in &pending {
-            match apply(ctx, db, dir, file)? {
-                Outcome::Done(()) => {}
-                Outcome::Planned => planned = true,
-            }
+            planned |= apply(ctx, db, dir, file)?;
             applied.push(file);
             event.insert(
                 "applied".into(),
@@ -202,20 +193,12 @@ pub(super) fn migrate(ctx: &HostContext, db: &Database, dir: &str) -> HostResult
             ("hash", Dynamic::from(hash)),
             ("planned", Dynamic::from(planned)),
         ]))
-    })?;
-    match outcome {
-        Outcome::Done(result) => Ok(result),
-        Outcome::Planned => Err(host_error("sql::migrate: unexpectedly planned")),
-    }
+    })
 }
 
-/// Applies one file in its own transaction and records it in the history table.
-fn apply(
-    ctx: &HostContext,
-    db: &Database,
-    dir: &str,
-    file: &MigrationFile,
-) -> HostResult<Outcome<()>> {
+/// Applies one file in its own transaction and records it in the history table; true when
+/// it was only planned.
+fn apply(ctx: &HostContext, db: &Database, dir: &str, file: &MigrationFile) -> HostResult<bool> {
     let session = &db.session;
     if session.depth.get() > 0 {
         return Err(host_error(
@@ -230,34 +213,39 @@ fn apply(
         read_only: false,
         subject: Subject::SqlWrite,
     };
-    ctx.effect(effect, |event| {
-        event.insert("sha256".into(), json!(file.sha256));
-        let text = file.text.clone();
-        let name = file.name.clone();
-        let sha256 = file.sha256.clone();
-        let run_id = ctx.run_id.clone();
-        let applied_at = value::rfc3339(&chrono::Utc::now());
-        let result = session.run(ctx, move |mut live| async move {
-            let result = match &mut live {
-                Live::Postgres { conn, .. } => {
-                    apply_postgres(conn, &text, &name, &sha256, &run_id).await
-                }
-                Live::Sqlite(conn) => {
-                    apply_sqlite(conn, &text, &name, &sha256, &run_id, &applied_at).await
-                }
-            };
-            (live, result)
-        })?;
-        result.map_err(|e| {
-            statement_error(
-                ctx,
-                db,
-                &format!("sql::migrate {}", file.name),
-                &file.text,
-                &e,
-            )
-        })
-    })
+    ctx.perform(
+        effect,
+        || Ok(true),
+        |event| {
+            event.insert("sha256".into(), json!(file.sha256));
+            let text = file.text.clone();
+            let name = file.name.clone();
+            let sha256 = file.sha256.clone();
+            let run_id = ctx.run_id.clone();
+            let applied_at = value::rfc3339(&chrono::Utc::now());
+            let result = session.run(ctx, move |mut live| async move {
+                let result = match &mut live {
+                    Live::Postgres { conn, .. } => {
+                        apply_postgres(conn, &text, &name, &sha256, &run_id).await
+                    }
+                    Live::Sqlite(conn) => {
+                        apply_sqlite(conn, &text, &name, &sha256, &run_id, &applied_at).await
+                    }
+                };
+                (live, result)
+            })?;
+            result.map_err(|e| {
+                statement_error(
+                    ctx,
+                    db,
+                    &format!("sql::migrate {}", file.name),
+                    &file.text,
+                    &e,
+                )
+            })?;
+            Ok(false)
+        },
+    )
 }
 
 pub async fn apply_postgres(

@@ -3,7 +3,7 @@
 
 use super::value::Param;
 use super::*;
-use crate::host::{Effect, HostContext, Outcome};
+use crate::host::{Effect, HostContext};
 use crate::options::{HostResult, host_error};
 use crate::policy::Subject;
 use rhai::{Array, Dynamic, Map};
@@ -213,16 +213,16 @@ pub(super) fn query(
 ) -> HostResult<Array> {
     let params = params_of("sql::query", &params)?;
     let effect = statement_effect(db, "query", sql, &params, true);
-    let outcome = ctx.effect(effect, |event| {
-        let rows = fetch(ctx, db, sql, params.clone())?
-            .map_err(|e| statement_error(ctx, db, "sql::query", sql, &e))?;
-        event.insert("rows".into(), json!(rows.len()));
-        Ok(rows)
-    })?;
-    match outcome {
-        Outcome::Done(rows) => Ok(rows.into_iter().map(Dynamic::from_map).collect()),
-        Outcome::Planned => Ok(Array::new()),
-    }
+    ctx.perform(
+        effect,
+        || Ok(Array::new()),
+        |event| {
+            let rows = fetch(ctx, db, sql, params.clone())?
+                .map_err(|e| statement_error(ctx, db, "sql::query", sql, &e))?;
+            event.insert("rows".into(), json!(rows.len()));
+            Ok(rows.into_iter().map(Dynamic::from_map).collect())
+        },
+    )
 }
 
 pub(super) fn query_one(
@@ -233,26 +233,26 @@ pub(super) fn query_one(
 ) -> HostResult<Map> {
     let params = params_of("sql::query_one", &params)?;
     let effect = statement_effect(db, "query_one", sql, &params, true);
-    let outcome = ctx.effect(effect, |event| {
-        let mut rows = fetch(ctx, db, sql, params.clone())?
-            .map_err(|e| statement_error(ctx, db, "sql::query_one", sql, &e))?;
-        event.insert("rows".into(), json!(rows.len()));
-        if matches!(db.session.target, Target::Offline) {
-            return Ok(Map::new());
-        }
-        if rows.len() != 1 {
-            return Err(host_error(ctx.redact(&format!(
-                "sql::query_one expected exactly one row, got {}\n  statement: {}",
-                rows.len(),
-                excerpt(sql)
-            ))));
-        }
-        Ok(rows.remove(0))
-    })?;
-    match outcome {
-        Outcome::Done(row) => Ok(row),
-        Outcome::Planned => Ok(Map::new()),
-    }
+    ctx.perform(
+        effect,
+        || Ok(Map::new()),
+        |event| {
+            let mut rows = fetch(ctx, db, sql, params.clone())?
+                .map_err(|e| statement_error(ctx, db, "sql::query_one", sql, &e))?;
+            event.insert("rows".into(), json!(rows.len()));
+            if matches!(db.session.target, Target::Offline) {
+                return Ok(Map::new());
+            }
+            if rows.len() != 1 {
+                return Err(host_error(ctx.redact(&format!(
+                    "sql::query_one expected exactly one row, got {}\n  statement: {}",
+                    rows.len(),
+                    excerpt(sql)
+                ))));
+            }
+            Ok(rows.remove(0))
+        },
+    )
 }
 
 pub(super) fn execute(
@@ -263,53 +263,54 @@ pub(super) fn execute(
 ) -> HostResult<i64> {
     let params = params_of("sql::execute", &params)?;
     let effect = statement_effect(db, "execute", sql, &params, false);
-    let outcome = ctx.effect(effect, |event| {
-        if db.planned_transaction {
-            // Unreachable in practice: a planned transaction only exists in a dry run, where the
-            // gate plans this statement. Kept so a write can never run on a read-only path.
-            return Err(host_error(
-                "sql::execute: cannot write inside a planned transaction",
-            ));
-        }
-        let owned = sql.to_owned();
-        let result = db.session.run(ctx, move |mut live| async move {
-            let result = match &mut live {
-                Live::Postgres { conn, .. } if params.is_empty() => conn
-                    .execute(sqlx::raw_sql(AssertSqlSafe(owned)))
-                    .await
-                    .map(|r| r.rows_affected()),
-                Live::Postgres { conn, .. } => {
-                    let mut query = sqlx::query(AssertSqlSafe(owned));
-                    for param in &params {
-                        query = value::bind_pg(query, param);
+    ctx.perform(
+        effect,
+        || Ok(0),
+        |event| {
+            if db.planned_transaction {
+                // Unreachable in practice: a planned transaction only exists in a dry run, where the
+                // gate plans this statement. Kept so a write can never run on a read-only path.
+                return Err(host_error(
+                    "sql::execute: cannot write inside a planned transaction",
+                ));
+            }
+            let owned = sql.to_owned();
+            let result = db.session.run(ctx, move |mut live| async move {
+                let result = match &mut live {
+                    Live::Postgres { conn, .. } if params.is_empty() => conn
+                        .execute(sqlx::raw_sql(AssertSqlSafe(owned)))
+                        .await
+                        .map(|r| r.rows_affected()),
+                    Live::Postgres { conn, .. } => {
+                        let mut query = sqlx::query(AssertSqlSafe(owned));
+                        for param in &params {
+                            query = value::bind_pg(query, param);
+                        }
+                        query.execute(&mut *conn).await.map(|r| r.rows_affected())
                     }
-                    query.execute(&mut *conn).await.map(|r| r.rows_affected())
-                }
-                Live::Sqlite(conn) if params.is_empty() => conn
-                    .execute(sqlx::raw_sql(AssertSqlSafe(owned)))
-                    .await
-                    .map(|r| r.rows_affected()),
-                Live::Sqlite(conn) => {
-                    if let Err(error) = sqlite_parameter_count(conn, &owned, params.len()).await {
-                        return (live, Err(error));
+                    Live::Sqlite(conn) if params.is_empty() => conn
+                        .execute(sqlx::raw_sql(AssertSqlSafe(owned)))
+                        .await
+                        .map(|r| r.rows_affected()),
+                    Live::Sqlite(conn) => {
+                        if let Err(error) = sqlite_parameter_count(conn, &owned, params.len()).await
+                        {
+                            return (live, Err(error));
+                        }
+                        let mut query = sqlx::query(AssertSqlSafe(owned));
+                        for param in &params {
+                            query = value::bind_sqlite(query, param);
+                        }
+                        query.execute(&mut *conn).await.map(|r| r.rows_affected())
                     }
-                    let mut query = sqlx::query(AssertSqlSafe(owned));
-                    for param in &params {
-                        query = value::bind_sqlite(query, param);
-                    }
-                    query.execute(&mut *conn).await.map(|r| r.rows_affected())
-                }
-            };
-            (live, result)
-        })?;
-        let affected = result.map_err(|e| statement_error(ctx, db, "sql::execute", sql, &e))?;
-        event.insert("rows_affected".into(), json!(affected));
-        Ok(affected)
-    })?;
-    match outcome {
-        Outcome::Done(n) => Ok(i64::try_from(n).unwrap_or(i64::MAX)),
-        Outcome::Planned => Ok(0),
-    }
+                };
+                (live, result)
+            })?;
+            let affected = result.map_err(|e| statement_error(ctx, db, "sql::execute", sql, &e))?;
+            event.insert("rows_affected".into(), json!(affected));
+            Ok(i64::try_from(affected).unwrap_or(i64::MAX))
+        },
+    )
 }
 
 /// SQLite binds missing parameters as NULL and ignores extra ones; a wrong count is an error

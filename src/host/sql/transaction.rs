@@ -2,7 +2,7 @@
 //! (nested calls use savepoints).
 
 use super::*;
-use crate::host::{Effect, HostContext, Outcome};
+use crate::host::{Effect, HostContext};
 use crate::options::{HostResult, host_error};
 use crate::policy::Subject;
 use rhai::{Dynamic, FnPtr, NativeCallContext};
@@ -52,7 +52,15 @@ pub(super) fn transaction(
         read_only: false,
         subject: Subject::SqlWrite,
     };
-    let outcome = ctx.effect(effect, |event| {
+    // A dry run: the body still runs so its reads happen and its writes are planned.
+    let planned = || {
+        let tx = Database {
+            session: session.clone(),
+            planned_transaction: true,
+        };
+        body.call_within_context::<Dynamic>(context, (tx,))
+    };
+    ctx.perform(effect, planned, |event| {
         let depth = session.depth.get();
         let (begin, commit, rollback): (&'static str, &'static str, &'static str) = if depth == 0 {
             ("begin", "commit", "rollback")
@@ -108,16 +116,5 @@ pub(super) fn transaction(
         let value = result?;
         ended?;
         Ok(value)
-    })?;
-    match outcome {
-        Outcome::Done(value) => Ok(value),
-        // A dry run: the body still runs so its reads happen and its writes are planned.
-        Outcome::Planned => {
-            let tx = Database {
-                session: session.clone(),
-                planned_transaction: true,
-            };
-            body.call_within_context::<Dynamic>(context, (tx,))
-        }
-    }
+    })
 }
