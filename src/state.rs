@@ -1,4 +1,4 @@
-//! The run index (`.glow/state.db`, SQLite through sqlx): runs, steps, effects, artifacts and
+//! The run index (`.glow/state.db`, SQLite through rusqlite): runs, steps, effects, artifacts and
 //! approvals, written as the run goes so that a run killed half way shows up as "interrupted".
 //! It serves `glow-run runs`, `show` and `resume`; [`RunRecord`] is the one model of a run.
 //!
@@ -28,9 +28,8 @@ pub use writer::{attach, start};
 
 use crate::error::Error;
 use catch_up::catch_up;
-use reader::{load_from_index, run_from_journal, run_from_row, runs_from_journals};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection};
+use reader::{load_from_index, recent_runs, run_from_journal, runs_from_journals};
+use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -71,44 +70,38 @@ ALTER TABLE runs ADD COLUMN last_seq INTEGER;
 ALTER TABLE runs ADD COLUMN settled INTEGER;
 ";
 
-async fn open(path: &Path, write: bool) -> Result<SqliteConnection, String> {
-    if write && let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(write)
-        .read_only(!write)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Off)
-        .busy_timeout(BUSY_TIMEOUT);
-    let mut connection = options.connect().await.map_err(|e| e.to_string())?;
-    if write {
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut connection)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut ddl = String::new();
-        if version < 1 {
-            ddl.push_str(SCHEMA);
+fn open(path: &Path, write: bool) -> Result<Connection, String> {
+    open_connection(path, write).map_err(|e| e.to_string())
+}
+
+fn open_connection(path: &Path, write: bool) -> Result<Connection, Box<dyn std::error::Error>> {
+    let flags = if write {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
         }
-        if version < 2 {
-            ddl.push_str(SCHEMA_V2);
-        }
-        if !ddl.is_empty() {
-            sqlx::raw_sql(AssertSqlSafe(format!(
-                "{ddl}\nPRAGMA user_version = {SCHEMA_VERSION};"
-            )))
-            .execute(&mut connection)
-            .await
-            .map_err(|e| e.to_string())?;
-        }
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
     } else {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    };
+    let connection = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    connection.busy_timeout(BUSY_TIMEOUT)?;
+    if !write {
         // Reading proves the file is a database (sqlite opens anything lazily).
-        sqlx::query("SELECT count(*) FROM runs")
-            .execute(&mut connection)
-            .await
-            .map_err(|e| e.to_string())?;
+        connection.query_row("SELECT count(*) FROM runs", [], |_| Ok(()))?;
+        return Ok(connection);
+    }
+    connection.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    connection.execute_batch("PRAGMA synchronous = OFF")?;
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let mut ddl = String::new();
+    if version < 1 {
+        ddl.push_str(SCHEMA);
+    }
+    if version < 2 {
+        ddl.push_str(SCHEMA_V2);
+    }
+    if !ddl.is_empty() {
+        connection.execute_batch(&format!("{ddl}\nPRAGMA user_version = {SCHEMA_VERSION};"))?;
     }
     Ok(connection)
 }
@@ -129,27 +122,20 @@ pub fn journal_path(state_dir: &Path, run_id: &str) -> PathBuf {
     state_dir.join("runs").join(run_id).join("journal.jsonl")
 }
 
-fn read_runtime() -> Result<tokio::runtime::Runtime, Error> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::host("starting the run index reader", e))
-}
-
 /// Opens the index for reading after letting it catch up from the journals: `Ok(None)` when
 /// there is none, `Err(why)` when unreadable. The flag says whether the catch-up happened (an
 /// index that cannot be written, on a read-only disk say, is still read).
-async fn open_read(state_dir: &Path) -> Result<Option<(SqliteConnection, bool)>, String> {
+fn open_read(state_dir: &Path) -> Result<Option<(Connection, bool)>, String> {
     let path = db_path(state_dir);
     if !path.exists() {
         return Ok(None);
     }
-    if let Ok(mut connection) = open(&path, true).await
-        && catch_up(&mut connection, state_dir, None).await.is_ok()
+    if let Ok(mut connection) = open(&path, true)
+        && catch_up(&mut connection, state_dir, None).is_ok()
     {
         return Ok(Some((connection, true)));
     }
-    open(&path, false).await.map(|c| Some((c, false)))
+    open(&path, false).map(|c| Some((c, false)))
 }
 
 /// A run that has not ended is taken from its journal when that holds more than the index.
@@ -169,20 +155,12 @@ fn freshest(state_dir: &Path, record: RunRecord) -> RunRecord {
 
 /// Recent runs, newest first.
 pub fn list_runs(state_dir: &Path, limit: usize) -> Result<(Vec<RunRecord>, Source), Error> {
-    let from_index = read_runtime()?.block_on(async {
-        let Some((mut connection, caught_up)) = open_read(state_dir).await? else {
+    let from_index = open_read(state_dir).and_then(|opened| {
+        let Some((connection, caught_up)) = opened else {
             return Ok(None);
         };
-        let rows = sqlx::query("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT ?")
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&mut connection)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = connection.close().await;
-        Ok::<_, String>(Some((
-            rows.iter().map(run_from_row).collect::<Vec<_>>(),
-            caught_up,
-        )))
+        let runs = recent_runs(&connection, limit).map_err(|e| e.to_string())?;
+        Ok(Some((runs, caught_up)))
     });
     match from_index {
         Ok(Some((runs, caught_up))) => {
@@ -210,15 +188,11 @@ pub fn list_runs(state_dir: &Path, limit: usize) -> Result<(Vec<RunRecord>, Sour
 
 /// One run with its steps, effects, artifacts and approvals; `None` when the id is unknown.
 pub fn load_run(state_dir: &Path, run_id: &str) -> Result<(Option<RunRecord>, Source), Error> {
-    let from_index = read_runtime()?.block_on(async {
-        let Some((mut connection, _)) = open_read(state_dir).await? else {
-            return Ok(None);
-        };
-        let record = load_from_index(&mut connection, run_id)
-            .await
-            .map_err(|e| e.to_string());
-        let _ = connection.close().await;
-        record.map(Some)
+    let from_index = open_read(state_dir).and_then(|opened| match opened {
+        Some((connection, _)) => load_from_index(&connection, run_id)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
     });
     match from_index {
         Ok(Some(Some(record))) => Ok((Some(freshest(state_dir, record)), Source::Index)),

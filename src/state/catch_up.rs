@@ -6,8 +6,7 @@
 use super::journal_path;
 use super::record::{RunRecord, as_i64, is_indexed, pid_alive};
 use super::writer::write_batch;
-use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
+use rusqlite::Connection;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -17,31 +16,15 @@ struct Known {
     done: bool,
 }
 
-pub(super) async fn catch_up(
-    connection: &mut SqliteConnection,
+pub(super) fn catch_up(
+    connection: &mut Connection,
     state_dir: &Path,
     skip_run: Option<&str>,
-) -> Result<(), sqlx::Error> {
+) -> rusqlite::Result<()> {
     let Ok(entries) = std::fs::read_dir(state_dir.join("runs")) else {
         return Ok(());
     };
-    let rows = sqlx::query(
-        "SELECT id, coalesce(last_seq, -1) AS last_seq,
-                (outcome IS NOT NULL OR coalesce(settled, 0) = 1) AS done FROM runs",
-    )
-    .fetch_all(&mut *connection)
-    .await?;
-    let known: HashMap<String, Known> = rows
-        .iter()
-        .map(|row| {
-            let id: String = row.try_get("id").unwrap_or_default();
-            let known = Known {
-                last_seq: row.try_get("last_seq").unwrap_or(-1),
-                done: row.try_get::<bool, _>("done").unwrap_or(true),
-            };
-            (id, known)
-        })
-        .collect();
+    let known = known_runs(connection)?;
     for entry in entries.filter_map(Result::ok) {
         let id = entry.file_name().to_string_lossy().into_owned();
         if Some(id.as_str()) == skip_run || id.starts_with('.') {
@@ -54,18 +37,33 @@ pub(super) async fn catch_up(
             Some(known) => known.last_seq,
             None => 0,
         };
-        replay(connection, &id, &journal_path(state_dir, &id), last_seq).await?;
+        replay(connection, &id, &journal_path(state_dir, &id), last_seq)?;
     }
     Ok(())
 }
 
+/// What the index knows of every run.
+fn known_runs(connection: &Connection) -> rusqlite::Result<HashMap<String, Known>> {
+    let mut statement = connection.prepare(
+        "SELECT id, coalesce(last_seq, -1), (outcome IS NOT NULL OR coalesce(settled, 0) = 1) FROM runs",
+    )?;
+    let rows = statement.query_map([], |row| {
+        let known = Known {
+            last_seq: row.get(1).unwrap_or(-1),
+            done: row.get(2).unwrap_or(true),
+        };
+        Ok((row.get::<_, String>(0).unwrap_or_default(), known))
+    })?;
+    Ok(rows.filter_map(Result::ok).collect())
+}
+
 /// Writes a dead run's journaled events after `last_seq` and marks it settled.
-async fn replay(
-    connection: &mut SqliteConnection,
+fn replay(
+    connection: &mut Connection,
     id: &str,
     journal: &Path,
     last_seq: i64,
-) -> Result<(), sqlx::Error> {
+) -> rusqlite::Result<()> {
     let Ok(events) = crate::journal::read_events(journal) else {
         return Ok(());
     };
@@ -81,11 +79,8 @@ async fn replay(
         .map(Box::new)
         .collect();
     if !missing.is_empty() {
-        write_batch(connection, &missing).await?;
+        write_batch(connection, &missing)?;
     }
-    sqlx::query("UPDATE runs SET settled = 1 WHERE id = ?")
-        .bind(id)
-        .execute(&mut *connection)
-        .await?;
+    connection.execute("UPDATE runs SET settled = 1 WHERE id = ?", [id])?;
     Ok(())
 }

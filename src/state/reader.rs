@@ -3,19 +3,44 @@
 
 use super::journal_path;
 use super::record::{ApprovalRecord, ArtifactRecord, EffectRecord, RunRecord, StepRecord};
-use sqlx::Row;
-use sqlx::sqlite::SqliteConnection;
+use rusqlite::{Connection, OptionalExtension, Row};
 use std::path::Path;
 
-fn opt_text(row: &sqlx::sqlite::SqliteRow, column: &str) -> Option<String> {
-    row.try_get::<Option<String>, _>(column).ok().flatten()
+fn opt_text(row: &Row<'_>, column: &str) -> Option<String> {
+    row.get::<_, Option<String>>(column).ok().flatten()
 }
 
-fn opt_int(row: &sqlx::sqlite::SqliteRow, column: &str) -> Option<i64> {
-    row.try_get::<Option<i64>, _>(column).ok().flatten()
+fn opt_int(row: &Row<'_>, column: &str) -> Option<i64> {
+    row.get::<_, Option<i64>>(column).ok().flatten()
 }
 
-pub(super) fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
+/// The newest `limit` runs of the index.
+pub(super) fn recent_runs(
+    connection: &Connection,
+    limit: usize,
+) -> rusqlite::Result<Vec<RunRecord>> {
+    let mut statement =
+        connection.prepare("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT ?")?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = statement.query_map([limit], |row| Ok(run_from_row(row)))?;
+    rows.collect()
+}
+
+/// The rows of `table` for a run, in journal order, each read by `read`.
+fn rows_of<T>(
+    connection: &Connection,
+    table: &str,
+    run_id: &str,
+    read: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT * FROM {table} WHERE run_id = ? ORDER BY seq"
+    ))?;
+    let rows = statement.query_map([run_id], read)?;
+    rows.collect()
+}
+
+pub(super) fn run_from_row(row: &Row<'_>) -> RunRecord {
     RunRecord {
         id: opt_text(row, "id").unwrap_or_default(),
         script: opt_text(row, "script").unwrap_or_default(),
@@ -41,25 +66,20 @@ pub(super) fn run_from_row(row: &sqlx::sqlite::SqliteRow) -> RunRecord {
     }
 }
 
-pub(super) async fn load_from_index(
-    connection: &mut SqliteConnection,
+pub(super) fn load_from_index(
+    connection: &Connection,
     run_id: &str,
-) -> Result<Option<RunRecord>, sqlx::Error> {
-    let Some(row) = sqlx::query("SELECT * FROM runs WHERE id = ?")
-        .bind(run_id)
-        .fetch_optional(&mut *connection)
-        .await?
+) -> rusqlite::Result<Option<RunRecord>> {
+    let Some(mut record) = connection
+        .query_row("SELECT * FROM runs WHERE id = ?", [run_id], |row| {
+            Ok(run_from_row(row))
+        })
+        .optional()?
     else {
         return Ok(None);
     };
-    let mut record = run_from_row(&row);
-    let rows = sqlx::query("SELECT * FROM steps WHERE run_id = ? ORDER BY seq")
-        .bind(run_id)
-        .fetch_all(&mut *connection)
-        .await?;
-    record.steps = rows
-        .iter()
-        .map(|r| StepRecord {
+    record.steps = rows_of(connection, "steps", run_id, |r| {
+        Ok(StepRecord {
             seq: opt_int(r, "seq"),
             name: opt_text(r, "name").unwrap_or_default(),
             occurrence: opt_int(r, "occurrence"),
@@ -69,14 +89,9 @@ pub(super) async fn load_from_index(
             error: opt_text(r, "error"),
             reason: opt_text(r, "reason"),
         })
-        .collect();
-    let rows = sqlx::query("SELECT * FROM effects WHERE run_id = ? ORDER BY seq")
-        .bind(run_id)
-        .fetch_all(&mut *connection)
-        .await?;
-    record.effects = rows
-        .iter()
-        .map(|r| EffectRecord {
+    })?;
+    record.effects = rows_of(connection, "effects", run_id, |r| {
+        Ok(EffectRecord {
             seq: opt_int(r, "seq"),
             step: opt_text(r, "step"),
             namespace: opt_text(r, "namespace").unwrap_or_default(),
@@ -90,14 +105,9 @@ pub(super) async fn load_from_index(
             code: opt_int(r, "code"),
             migration_hash: opt_text(r, "migration_hash"),
         })
-        .collect();
-    let rows = sqlx::query("SELECT * FROM artifacts WHERE run_id = ? ORDER BY seq")
-        .bind(run_id)
-        .fetch_all(&mut *connection)
-        .await?;
-    record.artifacts = rows
-        .iter()
-        .map(|r| ArtifactRecord {
+    })?;
+    record.artifacts = rows_of(connection, "artifacts", run_id, |r| {
+        Ok(ArtifactRecord {
             step: opt_text(r, "step"),
             name: opt_text(r, "name").unwrap_or_default(),
             sha256: opt_text(r, "sha256").unwrap_or_default(),
@@ -106,14 +116,9 @@ pub(super) async fn load_from_index(
             path: opt_text(r, "path"),
             root: opt_text(r, "root"),
         })
-        .collect();
-    let rows = sqlx::query("SELECT * FROM approvals WHERE run_id = ? ORDER BY seq")
-        .bind(run_id)
-        .fetch_all(&mut *connection)
-        .await?;
-    record.approvals = rows
-        .iter()
-        .map(|r| ApprovalRecord {
+    })?;
+    record.approvals = rows_of(connection, "approvals", run_id, |r| {
+        Ok(ApprovalRecord {
             step: opt_text(r, "step"),
             role: opt_text(r, "role").unwrap_or_default(),
             approver: opt_text(r, "approver").unwrap_or_default(),
@@ -121,7 +126,7 @@ pub(super) async fn load_from_index(
             script_sha256: opt_text(r, "script_sha256"),
             plan_hash: opt_text(r, "plan_hash"),
         })
-        .collect();
+    })?;
     Ok(Some(record))
 }
 
