@@ -89,6 +89,10 @@ pub struct HostContext {
     pub artifacts: Rc<artifact::Artifacts>,
     /// What the run does when the script is over (end the browser, say), in order.
     at_end: RefCell<Vec<Box<dyn FnOnce()>>>,
+    /// The engine thread's own current-thread runtime for request/response I/O (HTTP, SQL),
+    /// made on first use: a call polls its socket on this thread, so a round trip needs no
+    /// hand-off to the I/O worker and back (two context switches per call on `runtime`).
+    local: std::cell::OnceCell<tokio::runtime::Runtime>,
 }
 
 /// What an effect is, for policy, the plan and the journal.
@@ -165,6 +169,7 @@ impl HostContext {
             effect_span_id: RefCell::new(String::new()),
             artifacts: Rc::default(),
             at_end: RefCell::new(Vec::new()),
+            local: std::cell::OnceCell::new(),
         })
     }
 
@@ -217,18 +222,48 @@ impl HostContext {
     /// Runs a future on the run's runtime, raced against cancellation (Ctrl-C, step timeout,
     /// reload). Dropping the future aborts its I/O.
     pub fn block_on<F: Future>(&self, future: F) -> HostResult<F::Output> {
+        let output = self.runtime.block_on(self.cancellable(future)?);
+        output.ok_or_else(|| self.cancelled_error())
+    }
+
+    /// [`block_on`](Self::block_on) on the engine thread's own runtime, for request/response
+    /// I/O whose connections live there (HTTP clients, SQL sessions): no task of it runs
+    /// between calls.
+    pub fn block_on_local<F: Future>(&self, future: F) -> HostResult<F::Output> {
+        let runtime = self.local_runtime()?;
+        let output = runtime.block_on(self.cancellable(future)?);
+        output.ok_or_else(|| self.cancelled_error())
+    }
+
+    /// The engine thread's runtime of [`block_on_local`](Self::block_on_local), for bounded
+    /// work that must happen even when the run is cancelled (a rollback, say).
+    pub fn local_runtime(&self) -> HostResult<&tokio::runtime::Runtime> {
+        if let Some(runtime) = self.local.get() {
+            return Ok(runtime);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| crate::options::host_error(format!("starting the I/O runtime: {e}")))?;
+        Ok(self.local.get_or_init(|| runtime))
+    }
+
+    /// `future` raced against the current token: `None` when cancelled first.
+    fn cancellable<F: Future>(
+        &self,
+        future: F,
+    ) -> HostResult<impl Future<Output = Option<F::Output>>> {
         let token = self.current_token();
         if token.is_cancelled() {
             return Err(self.cancelled_error());
         }
-        let output = self.runtime.block_on(async move {
+        Ok(async move {
             tokio::select! {
                 biased;
                 () = token.cancelled() => None,
                 value = future => Some(value),
             }
-        });
-        output.ok_or_else(|| self.cancelled_error())
+        })
     }
 
     /// Journals an event attributed to the current step.

@@ -51,11 +51,13 @@ pub fn inspection_runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(|e| Error::host("starting the runtime", e))
 }
 
-/// The tokio runtime that serves a run's I/O. Two workers: the engine thread blocks on it, and
-/// child output, timers and signals progress meanwhile.
+/// The tokio runtime that serves a run's I/O. One worker drives I/O, timers, child output and
+/// signals while the engine thread blocks on it (the futures of a call are polled on the engine
+/// thread itself); a second worker only cost start-up (a thread, and TLB shoot-downs as the
+/// threads' heaps grow) on two cores.
 pub fn new_runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .thread_name("glow-io")
         .enable_all()
         .build()

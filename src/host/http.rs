@@ -256,7 +256,7 @@ fn journal_attempt(
 fn perform(ctx: &HostContext, client: &Client, call: &Call) -> HostResult<(Reply, u32)> {
     let client = client.get(&ctx.policy)?;
     let trace = traceparent(ctx);
-    let (result, attempts, withheld) = ctx.block_on(async {
+    let (result, attempts, withheld) = ctx.block_on_local(async {
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -53,7 +53,7 @@ pub(super) fn wait_until(
             let http = client.get(&ctx.policy)?;
             let trace = traceparent(ctx);
             let started = Instant::now();
-            let (last, attempts) = ctx.block_on(async {
+            let (last, attempts) = ctx.block_on_local(async {
                 let mut attempt = 0_u32;
                 loop {
                     attempt += 1;

@@ -155,7 +155,7 @@ impl Session {
                 self.display
             )))
         };
-        match ctx.block_on(within(self.timeout, future))? {
+        match ctx.block_on_local(within(self.timeout, future))? {
             Ok(Ok(live)) => Ok(live),
             Ok(Err(error)) => Err(failed(connect_error_text(&error))),
             Err(_) => Err(failed(format!(
@@ -196,7 +196,7 @@ impl Session {
             Live::Sqlite(_) => None,
         };
         self.arm(Some(Instant::now() + self.timeout));
-        let outcome = ctx.block_on(within(self.timeout + CLIENT_GRACE, op(live)));
+        let outcome = ctx.block_on_local(within(self.timeout + CLIENT_GRACE, op(live)));
         match outcome {
             Ok(Ok((live, result))) => {
                 self.arm(None);
@@ -240,8 +240,11 @@ impl Session {
                 .await?;
             conn.close().await
         };
-        // Not through `ctx.block_on`: the run may already be cancelled, and this must still happen.
-        let _ = ctx.runtime.block_on(within(CANCEL_BUDGET, cancel));
+        // Not through `ctx.block_on_local`: the run may already be cancelled, and this must
+        // still happen.
+        if let Ok(runtime) = ctx.local_runtime() {
+            let _ = runtime.block_on(within(CANCEL_BUDGET, cancel));
+        }
     }
 }
 

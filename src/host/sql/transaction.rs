@@ -32,7 +32,10 @@ pub(super) fn rollback_quietly(ctx: &HostContext, db: &Database, sql: &'static s
             Live::Sqlite(conn) => conn.execute(sqlx::raw_sql(sql)).await.map(|_| ()),
         }
     };
-    if let Ok(Ok(())) = ctx.runtime.block_on(within(CANCEL_BUDGET, future)) {
+    let Ok(runtime) = ctx.local_runtime() else {
+        return;
+    };
+    if let Ok(Ok(())) = runtime.block_on(within(CANCEL_BUDGET, future)) {
         *db.session.live.borrow_mut() = Some(live);
     }
 }
