@@ -56,3 +56,16 @@ unsafe impl GlobalAlloc for CountingAllocator {
         new
     }
 }
+
+/// Asks glibc's malloc to grow its heaps in large steps and to keep freed memory for reuse
+/// rather than trimming it back at once: a string-building script made a few thousand
+/// `brk`/`mprotect` calls to grow and shrink the heap (bench P8 strings ran 1.14x plain
+/// Rhai; 0.99x with these settings). Resident memory is what is touched, so P7 is unchanged.
+pub fn tune_malloc() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets two of glibc's malloc parameters; called before any thread.
+    unsafe {
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}

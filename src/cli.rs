@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 /// The entry point of the binary: returns the process exit code.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> i32 {
+    crate::alloc::tune_malloc();
     let args: Vec<OsString> = args.into_iter().collect();
     if args
         .get(1)
