@@ -265,8 +265,18 @@ fn put(ctx: &HostContext, state: &Artifacts, path: &str, name: Option<&str>) -> 
         let (results, planned) = ctx.perform(
             effect,
             // The plan still says what would be stored: read the sources, write nothing.
-            || Ok((hash_files(ctx, &mut store.borrow_mut(), &files)?, true)),
-            |_event| Ok((copy_files(ctx, &mut store.borrow_mut(), &files)?, false)),
+            || {
+                Ok((
+                    store_files(ctx, &mut store.borrow_mut(), &files, false)?,
+                    true,
+                ))
+            },
+            |_event| {
+                Ok((
+                    store_files(ctx, &mut store.borrow_mut(), &files, true)?,
+                    false,
+                ))
+            },
         )?;
         Ok(put_result(&base, meta.is_dir(), results, planned))
     })
@@ -322,66 +332,46 @@ fn put_files(
     Ok(files)
 }
 
-/// Stores each file (a live run): `(name, size, sha256)` each.
-fn copy_files(
+/// Stores each file (`live`), or reads and hashes it to say what a live run would store (a
+/// dry run, nothing written); either way records it in the store's manifest. Returns
+/// `(name, size, sha256)` for each.
+fn store_files(
     ctx: &HostContext,
     store: &mut Store,
     files: &[SourceFile],
+    live: bool,
 ) -> HostResult<Vec<(String, u64, String)>> {
-    let destinations = store.create_then(|store| store.destinations(files))?;
+    let destinations = if live {
+        store.create_then(|store| store.destinations(files))?
+    } else {
+        Vec::new()
+    };
     let mut results = Vec::new();
-    for (file, dest) in files.iter().zip(&destinations) {
+    for (index, file) in files.iter().enumerate() {
         let mut input = source::open(&file.source)?;
-        let (size, sha256) =
-            write_atomic(dest, |out| match source::narrow_permissions(out, &input) {
-                Ok(()) => copy_hashed(ctx, &mut input, Some(out)),
-                Err(e) => Ok(Err(e)),
-            })?
-            .map_err(|e| {
+        let (size, sha256) = match destinations.get(index) {
+            Some(dest) => {
+                write_atomic(dest, |out| match source::narrow_permissions(out, &input) {
+                    Ok(()) => copy_hashed(ctx, &mut input, Some(out)),
+                    Err(e) => Ok(Err(e)),
+                })?
+                .map_err(|e| {
+                    host_error(format!(
+                        "artifact::put: storing '{}' as {}: {e}",
+                        file.source.display(),
+                        dest.display()
+                    ))
+                })?
+            }
+            None => copy_hashed(ctx, &mut input, None)?.map_err(|e| {
                 host_error(format!(
-                    "artifact::put: storing '{}' as {}: {e}",
-                    file.source.display(),
-                    dest.display()
+                    "artifact::put: reading '{}': {e}",
+                    file.source.display()
                 ))
-            })?;
-        stored(
-            ctx,
-            store,
-            &file.name,
-            size,
-            &sha256,
-            false,
-            Some(&file.source),
-        )?;
-        results.push((file.name.clone(), size, sha256));
-    }
-    Ok(results)
-}
-
-/// What a live run would store (a dry run): the sources read and hashed, nothing written.
-fn hash_files(
-    ctx: &HostContext,
-    store: &mut Store,
-    files: &[SourceFile],
-) -> HostResult<Vec<(String, u64, String)>> {
-    let mut results = Vec::new();
-    for file in files {
-        let mut input = source::open(&file.source)?;
-        let (size, sha256) = copy_hashed(ctx, &mut input, None)?.map_err(|e| {
-            host_error(format!(
-                "artifact::put: reading '{}': {e}",
-                file.source.display()
-            ))
-        })?;
-        stored(
-            ctx,
-            store,
-            &file.name,
-            size,
-            &sha256,
-            true,
-            Some(&file.source),
-        )?;
+            })?,
+        };
+        let source = Some(file.source.as_path());
+        stored(ctx, store, &file.name, size, &sha256, !live, source)?;
         results.push((file.name.clone(), size, sha256));
     }
     Ok(results)
