@@ -17,6 +17,7 @@
 
 pub mod signer;
 
+use crate::event::{Body, Event, RunStart};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
@@ -134,53 +135,69 @@ struct Metadata {
     finished_on: Option<String>,
 }
 
-/// Fields every journal event has; an approval is recorded without them (but with its time).
-const ENVELOPE_FIELDS: [&str; 5] = ["run", "kind", "step", "prev", "seq"];
-
-/// The SLSA provenance of a run, read from its journal's events.
-pub fn provenance(run_id: &str, events: &[Value]) -> Provenance {
-    let start = events.iter().find(|e| e["kind"] == "run_start");
-    let end = events.iter().rev().find(|e| e["kind"] == "run_end");
-    let field = |event: Option<&Value>, key: &str| event.map_or(Value::Null, |e| e[key].clone());
+/// What the run was made from: its script, every module it imported and the saved plan it
+/// applied, each with its SHA-256.
+fn dependencies(start: &RunStart) -> Vec<Resource> {
     let mut dependencies = Vec::new();
-    if let Some(start) = start {
-        if let (Some(script), Some(sha256)) = (start["script"].as_str(), start["sha256"].as_str()) {
-            dependencies.push(Resource::sha256(script, sha256));
-        }
-        for module in start["modules"].as_array().into_iter().flatten() {
-            if let (Some(name), Some(sha256)) = (module["name"].as_str(), module["sha256"].as_str())
-            {
-                dependencies.push(Resource::sha256(name, sha256));
-            }
-        }
-        let plan = start["plan_hash"]
-            .as_str()
-            .or(start["plan"]["hash"].as_str());
-        if let Some(hash) = plan {
-            dependencies.push(Resource::sha256("plan", hash));
+    dependencies.push(Resource::sha256(&start.script, &start.sha256));
+    let modules = start.extra.get("modules").and_then(Value::as_array);
+    for module in modules.into_iter().flatten() {
+        if let (Some(name), Some(sha256)) = (module["name"].as_str(), module["sha256"].as_str()) {
+            dependencies.push(Resource::sha256(name, sha256));
         }
     }
+    let plan = start
+        .extra
+        .get("plan_hash")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            start
+                .extra
+                .get("plan")
+                .and_then(|plan| plan["hash"].as_str())
+        });
+    if let Some(hash) = plan {
+        dependencies.push(Resource::sha256("plan", hash));
+    }
+    dependencies
+}
+
+/// The SLSA provenance of a run, read from its journal's events.
+pub fn provenance(run_id: &str, events: &[Event]) -> Provenance {
+    let start = events.iter().find_map(|event| match &event.body {
+        Body::RunStart(start) => Some((event, start)),
+        _ => None,
+    });
+    let end = events
+        .iter()
+        .rev()
+        .find(|event| matches!(event.body, Body::RunEnd(_)));
+    let dependencies = start
+        .map(|(_, start)| dependencies(start))
+        .unwrap_or_default();
+    // Each approval as journaled, with its time and its place in the journal.
     let approvals = events
         .iter()
-        .filter(|e| e["kind"] == "approval")
-        .map(|e| {
-            let mut approval = e.clone();
-            if let Some(map) = approval.as_object_mut() {
-                for key in ENVELOPE_FIELDS {
-                    map.remove(key);
+        .filter_map(|event| match &event.body {
+            Body::Approval(approval) => {
+                let mut fields = serde_json::Map::new();
+                fields.insert("time".into(), json!(event.time));
+                if let Ok(Value::Object(body)) = serde_json::to_value(approval) {
+                    fields.extend(body);
                 }
-                map.insert("journal_seq".into(), e["seq"].clone());
+                fields.insert("journal_seq".into(), json!(event.seq));
+                Some(Value::Object(fields))
             }
-            approval
+            _ => None,
         })
         .collect();
     Provenance {
         build_definition: BuildDefinition {
             build_type: BUILD_TYPE,
             external_parameters: ExternalParameters {
-                script: field(start, "script"),
-                mode: field(start, "mode"),
-                vars: start.map_or_else(|| json!({}), |s| s["vars"].clone()),
+                script: start.map_or(Value::Null, |(_, s)| json!(s.script)),
+                mode: start.map_or(Value::Null, |(_, s)| json!(s.mode)),
+                vars: start.map_or_else(|| json!({}), |(_, s)| json!(s.vars)),
                 approvals,
             },
             resolved_dependencies: dependencies,
@@ -192,8 +209,8 @@ pub fn provenance(run_id: &str, events: &[Value]) -> Provenance {
             },
             metadata: Metadata {
                 invocation_id: run_id.to_owned(),
-                started_on: start.and_then(|e| e["time"].as_str()).map(str::to_owned),
-                finished_on: end.and_then(|e| e["time"].as_str()).map(str::to_owned),
+                started_on: start.map(|(event, _)| event.time.clone()),
+                finished_on: end.map(|event| event.time.clone()),
             },
         },
     }

@@ -74,7 +74,8 @@ pub fn hash_file(path: &Path) -> std::io::Result<(u64, String)> {
 struct Contents {
     run_id: String,
     journal: Vec<u8>,
-    events: Vec<Value>,
+    /// The journal's events, for the attestation.
+    typed: Vec<crate::event::Event>,
     report: Option<Vec<u8>>,
     manifest: Vec<u8>,
     entries: Vec<Listed>,
@@ -90,6 +91,10 @@ fn read_contents(journal: &Path) -> Result<Contents, Error> {
     let bytes = std::fs::read(journal)
         .map_err(|e| Error::host(format!("reading {}", journal.display()), e))?;
     let events: Vec<Value> = bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .collect();
+    let typed = bytes
         .split(|b| *b == b'\n')
         .filter_map(|line| serde_json::from_slice(line).ok())
         .collect();
@@ -113,7 +118,7 @@ fn read_contents(journal: &Path) -> Result<Contents, Error> {
     Ok(Contents {
         run_id,
         journal: bytes,
-        events,
+        typed,
         report,
         manifest,
         entries,
@@ -166,7 +171,7 @@ pub fn bundle(journal: &Path, output: &Path, signer: Option<&Signer>) -> Result<
         statement_type: attestation::STATEMENT_TYPE.to_owned(),
         subject: subjects,
         predicate_type: attestation::PREDICATE_TYPE.to_owned(),
-        predicate: attestation::provenance(id, &contents.events),
+        predicate: attestation::provenance(id, &contents.typed),
     };
     let envelope = attestation::envelope(&statement, signer)
         .map_err(|why| Error::host("bundle: the attestation", why))?;
