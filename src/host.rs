@@ -22,7 +22,7 @@ pub mod step;
 pub mod time;
 pub mod vars;
 
-pub use registration::{WITH_DOCS, add_fn, install, map_of};
+pub use registration::{WITH_DOCS, add_fn, add_method, install, map_of};
 
 use crate::cancel::{Cancel, CancelReason, CancellationToken};
 use crate::config::{Mode, RunSettings};

@@ -19,7 +19,7 @@ mod criteria;
 pub mod launch;
 mod tab;
 
-use super::{Effect, HostContext, Need, add_fn, install, map_of};
+use super::{Effect, HostContext, Need, add_fn, add_method, install, map_of};
 use crate::options::{HostResult, Options, host_error};
 use crate::policy::Subject;
 use futures::future::LocalBoxFuture;
@@ -482,29 +482,6 @@ fn close(ctx: &HostContext, page: &Page) -> HostResult<()> {
         }
         Ok(())
     })
-}
-
-/// Adds a page method (callable as `page.name(..)`) with its doc comment to the module.
-fn add_method<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
-    module: &mut Module,
-    name: &str,
-    params: &[&str],
-    docs: &str,
-    func: FUNC,
-) where
-    R: std::any::Any + Clone,
-    FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + 'static,
-{
-    let comments: Vec<String> = docs
-        .lines()
-        .map(|line| format!("/// {line}").trim_end().to_owned())
-        .collect();
-    rhai::FuncRegistration::new(name)
-        .in_global_namespace()
-        .with_volatility(true)
-        .with_params_info(params)
-        .with_comments([comments.join("\n")])
-        .set_into_module(module, func);
 }
 
 mod methods;

@@ -15,8 +15,9 @@ pub fn map_of<const N: usize>(pairs: [(&str, Dynamic); N]) -> rhai::Map {
 /// Whether namespace functions carry their doc comments (set by `glow-run defs`).
 pub static WITH_DOCS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Adds a documented function to a namespace module. The doc text becomes `///` comments in
-/// `glow-run defs`; `params` names the parameters (`"program: String"`, last the return type).
+/// Adds a documented function to a namespace module (called as `ns::name(..)`). The doc text
+/// becomes `///` comments in `glow-run defs`; `params` names the parameters
+/// (`"program: String"`, last the return type).
 pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
     module: &mut rhai::Module,
     name: &str,
@@ -27,9 +28,37 @@ pub fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>
     R: std::any::Any + Clone,
     FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + 'static,
 {
-    let mut registration = rhai::FuncRegistration::new(name)
-        .in_internal_namespace()
-        .with_params_info(params);
+    let registration = rhai::FuncRegistration::new(name).in_internal_namespace();
+    add(module, registration, params, docs, func);
+}
+
+/// Like [`add_fn`], for a method of a host type (`db.query(..)`, `page.click(..)`): it goes in
+/// the global namespace so that method-call syntax finds it.
+pub fn add_method<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
+    module: &mut rhai::Module,
+    name: &str,
+    params: &[&str],
+    docs: &str,
+    func: FUNC,
+) where
+    R: std::any::Any + Clone,
+    FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + 'static,
+{
+    let registration = rhai::FuncRegistration::new(name).in_global_namespace();
+    add(module, registration, params, docs, func);
+}
+
+fn add<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
+    module: &mut rhai::Module,
+    registration: rhai::FuncRegistration,
+    params: &[&str],
+    docs: &str,
+    func: FUNC,
+) where
+    R: std::any::Any + Clone,
+    FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + 'static,
+{
+    let mut registration = registration.with_params_info(params);
     // Doc comments only matter to `glow-run defs`; formatting them for every run cost 8 % of
     // the start-up.
     if WITH_DOCS.load(std::sync::atomic::Ordering::Relaxed) {

@@ -205,19 +205,11 @@ fn add_fn<A: 'static, const N: usize, const X: bool, R, const F: bool, FUNC>(
     R: std::any::Any + Clone,
     FUNC: rhai::RhaiNativeFunc<A, N, X, R, F> + 'static,
 {
-    if !method {
-        return super::add_fn(module, name, params, docs, func);
+    if method {
+        super::add_method(module, name, params, docs, func);
+    } else {
+        super::add_fn(module, name, params, docs, func);
     }
-    let comments: Vec<String> = docs
-        .lines()
-        .map(|line| format!("/// {line}").trim_end().to_owned())
-        .collect();
-    rhai::FuncRegistration::new(name)
-        .in_global_namespace()
-        .with_volatility(true)
-        .with_params_info(params)
-        .with_comments([comments.join("\n")])
-        .set_into_module(module, func);
 }
 
 // ---------------------------------------------------------------------------------------------
