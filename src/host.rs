@@ -515,6 +515,17 @@ impl HostContext {
     }
 }
 
+impl Drop for HostContext {
+    /// A watch-mode run ends here: its engine-thread runtime goes without waiting for a blocking
+    /// task it started (a DNS lookup that hangs, say), as the run's runtime does at the end of
+    /// `run::execute`.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.local.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// True for the error host functions return when the run was cancelled.
 pub fn is_cancellation(error: &EvalAltResult) -> bool {
     matches!(error, EvalAltResult::ErrorTerminated(..))
