@@ -144,8 +144,11 @@ fn writer(path: &Path, journal: Option<&Path>, receiver: &mpsc::Receiver<Message
             connection = None;
         }
         if let Some(ack) = finish {
-            drop(connection.take());
+            // Acknowledged once the last batch is committed: closing (SQLite checkpoints the
+            // log into the database) need not hold up the end of the run. A process that exits
+            // meanwhile leaves a log the next connection reads and checkpoints.
             let _ = ack.send(());
+            drop(connection.take());
             break;
         }
     }
