@@ -29,6 +29,7 @@ pub use answers::Answers;
 use super::{Asking, HostContext};
 use crate::event::{Body, Extra, PromptEvent};
 use crate::options::{HostResult, Options, host_error};
+use console::Term;
 use dialoguer::theme::ColorfulTheme;
 use rhai::{Array, Map};
 use serde_json::{Value, json};
@@ -191,6 +192,12 @@ struct Prompt<'a> {
     question: &'a str,
 }
 
+impl<'a> Prompt<'a> {
+    fn new(id: &'a str, kind: Kind, question: &'a str) -> Self {
+        Self { id, kind, question }
+    }
+}
+
 /// An answer from the cascade: `value` is `None` when a dry run had none given (it asks no one).
 struct Answered<T> {
     value: Option<T>,
@@ -199,14 +206,15 @@ struct Answered<T> {
 }
 
 /// The one answer cascade of every prompt: the answers file, the environment or --yes (read by
-/// `parse`), else a person at the terminal (`ask`) in a live run, else an error naming the ways
-/// to answer; a dry run asks no one (the context decides, see [`HostContext::question`]).
-fn cascade<T>(
+/// `parse`), else a person at the terminal (`ask`, the dialoguer widget, given the terminal and
+/// the theme) in a live run, else an error naming the ways to answer; a dry run asks no one (the
+/// context decides, see [`HostContext::question`]).
+fn cascade<T: Send + 'static>(
     ctx: &HostContext,
     prompt: &Prompt<'_>,
     asking: Asking<'_>,
     parse: impl FnOnce(Value) -> HostResult<T>,
-    ask: impl FnOnce(Tty) -> HostResult<T>,
+    ask: impl FnOnce(&Term, &ColorfulTheme) -> dialoguer::Result<T> + Send + 'static,
 ) -> HostResult<Answered<T>> {
     let given = match given(ctx, prompt.id, prompt.kind) {
         Some((value, source)) => Some((parse(value)?, source)),
@@ -214,7 +222,10 @@ fn cascade<T>(
     };
     let reply = ctx.question(asking, given, || {
         let tty = Tty::open().ok_or_else(|| unanswered(prompt.id, prompt.kind))?;
-        Ok((ask(tty)?, Source::Terminal))
+        let answer = tty.ask(ctx, prompt.id, move |term| {
+            ask(term, &ColorfulTheme::default())
+        })?;
+        Ok((answer, Source::Terminal))
     })?;
     let (value, source) = match reply.answer {
         Some((value, source)) => (Some(value), source),
@@ -227,10 +238,6 @@ fn cascade<T>(
     })
 }
 
-fn theme() -> ColorfulTheme {
-    ColorfulTheme::default()
-}
-
 // --- confirm ---------------------------------------------------------------------------------
 
 fn confirm(ctx: &HostContext, question: &str, options: Map) -> HostResult<bool> {
@@ -241,11 +248,7 @@ fn confirm(ctx: &HostContext, question: &str, options: Map) -> HostResult<bool> 
         None => options.bool("default")?,
     };
     options.finish()?;
-    let prompt = Prompt {
-        id: &id,
-        kind: Kind::Confirm,
-        question,
-    };
+    let prompt = Prompt::new(&id, Kind::Confirm, question);
     let parse = |value: Value| {
         parse_bool(&value).ok_or_else(|| {
             host_error(format!(
@@ -254,16 +257,13 @@ fn confirm(ctx: &HostContext, question: &str, options: Map) -> HostResult<bool> 
             ))
         })
     };
-    let ask = |tty: Tty| {
-        let question = question.to_owned();
-        tty.ask(ctx, &id, move |term| {
-            let theme = theme();
-            let mut confirm = dialoguer::Confirm::with_theme(&theme).with_prompt(question);
-            if let Some(default) = default {
-                confirm = confirm.default(default);
-            }
-            confirm.interact_on(term)
-        })
+    let text = question.to_owned();
+    let ask = move |term: &Term, theme: &ColorfulTheme| {
+        let mut confirm = dialoguer::Confirm::with_theme(theme).with_prompt(text);
+        if let Some(default) = default {
+            confirm = confirm.default(default);
+        }
+        confirm.interact_on(term)
     };
     let answered = cascade(ctx, &prompt, Asking::Answer(&id), parse, ask)?;
     let answer = answered.value.unwrap_or(default.unwrap_or(false));
@@ -295,11 +295,7 @@ fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> 
         ),
         None => None,
     };
-    let prompt = Prompt {
-        id: &id,
-        kind: Kind::Input,
-        question,
-    };
+    let prompt = Prompt::new(&id, Kind::Input, question);
     let parse = |value: Value| {
         let answer = answer_text(&value);
         if let (Some(regex), Some(pattern)) = (&regex, &pattern)
@@ -311,29 +307,26 @@ fn input(ctx: &HostContext, question: &str, options: Map) -> HostResult<String> 
         }
         Ok(answer)
     };
-    let ask = |tty: Tty| {
-        let (question, default) = (question.to_owned(), default.clone());
-        let (regex, pattern) = (regex.clone(), pattern.clone());
-        tty.ask(ctx, &id, move |term| {
-            let theme = theme();
-            let mut input = dialoguer::Input::<String>::with_theme(&theme).with_prompt(question);
-            if let Some(default) = default {
-                input = input.default(default);
+    let (text, default_text) = (question.to_owned(), default.clone());
+    let (regex_again, pattern_again) = (regex.clone(), pattern.clone());
+    let ask = move |term: &Term, theme: &ColorfulTheme| {
+        let mut input = dialoguer::Input::<String>::with_theme(theme).with_prompt(text);
+        if let Some(default) = default_text {
+            input = input.default(default);
+        }
+        match (regex_again, pattern_again) {
+            (Some(regex), Some(pattern)) => {
+                input = input.validate_with(move |text: &String| -> Result<(), String> {
+                    if regex.is_match(text) {
+                        Ok(())
+                    } else {
+                        Err(format!("must match {pattern}"))
+                    }
+                });
             }
-            match (regex, pattern) {
-                (Some(regex), Some(pattern)) => {
-                    input = input.validate_with(move |text: &String| -> Result<(), String> {
-                        if regex.is_match(text) {
-                            Ok(())
-                        } else {
-                            Err(format!("must match {pattern}"))
-                        }
-                    });
-                }
-                _ => input = input.allow_empty(true),
-            }
-            input.interact_text_on(term)
-        })
+            _ => input = input.allow_empty(true),
+        }
+        input.interact_text_on(term)
     };
     let answered = cascade(ctx, &prompt, Asking::Answer(&id), parse, ask)?;
     let answer = answered
@@ -385,11 +378,7 @@ fn select(ctx: &HostContext, question: &str, choices: Array, options: Map) -> Ho
             })?,
         ),
     };
-    let prompt = Prompt {
-        id: &id,
-        kind: Kind::Select,
-        question,
-    };
+    let prompt = Prompt::new(&id, Kind::Select, question);
     let parse = |value: Value| {
         pick(&value).ok_or_else(|| {
             host_error(format!(
@@ -399,16 +388,13 @@ fn select(ctx: &HostContext, question: &str, choices: Array, options: Map) -> Ho
             ))
         })
     };
-    let ask = |tty: Tty| {
-        let (question, items) = (question.to_owned(), choices.clone());
-        tty.ask(ctx, &id, move |term| {
-            let theme = theme();
-            dialoguer::Select::with_theme(&theme)
-                .with_prompt(question)
-                .items(&items)
-                .default(default_index.unwrap_or(0))
-                .interact_on(term)
-        })
+    let (text, items) = (question.to_owned(), choices.clone());
+    let ask = move |term: &Term, theme: &ColorfulTheme| {
+        dialoguer::Select::with_theme(theme)
+            .with_prompt(text)
+            .items(&items)
+            .default(default_index.unwrap_or(0))
+            .interact_on(term)
     };
     let answered = cascade(ctx, &prompt, Asking::Answer(&id), parse, ask)?;
     let answer = choices[answered.value.unwrap_or(default_index.unwrap_or(0))].clone();
@@ -428,20 +414,13 @@ fn secret(ctx: &HostContext, question: &str, options: Map) -> HostResult<String>
     let mut options = Options::new("prompt::secret", options);
     let id = options.string("id")?.unwrap_or_else(|| slug(question));
     options.finish()?;
-    let prompt = Prompt {
-        id: &id,
-        kind: Kind::Secret,
-        question,
-    };
+    let prompt = Prompt::new(&id, Kind::Secret, question);
     let parse = |value: Value| Ok(answer_text(&value));
-    let ask = |tty: Tty| {
-        let question = question.to_owned();
-        tty.ask(ctx, &id, move |term| {
-            let theme = theme();
-            dialoguer::Password::with_theme(&theme)
-                .with_prompt(question)
-                .interact_on(term)
-        })
+    let text = question.to_owned();
+    let ask = move |term: &Term, theme: &ColorfulTheme| {
+        dialoguer::Password::with_theme(theme)
+            .with_prompt(text)
+            .interact_on(term)
     };
     let answered = cascade(ctx, &prompt, Asking::Answer(&id), parse, ask)?;
     let answer = answered.value.unwrap_or_default();

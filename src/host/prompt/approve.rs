@@ -13,8 +13,7 @@
 //! other answer must look like an identity (an e-mail address or a principal listed in
 //! `[approvals] roles`), so "maybe" or "ok" is never recorded as a person's approval.
 
-use super::terminal::Tty;
-use super::{Kind, Prompt, answer_text, approve_id, cascade, parse_bool, record, theme};
+use super::{Kind, Prompt, answer_text, approve_id, cascade, parse_bool, record};
 use crate::approval::Approval;
 use crate::event::{ApprovalEvent, Body, Extra};
 use crate::host::{Asking, HostContext, map_of};
@@ -251,32 +250,25 @@ fn binding_used(ctx: &HostContext, principal: &str, role: &str) {
 /// A typed approval: an answer given or typed at the terminal.
 fn typed(ctx: &HostContext, id: &str, role: &str, question: &str) -> HostResult<Map> {
     let plan_hash = ctx.plan_hash();
-    let prompt = Prompt {
-        id,
-        kind: Kind::Approve,
-        question,
-    };
-    let ask = |tty: Tty| {
-        let prompt = format!(
-            "{question} (plan {}): type your identity to approve, or \"no\" to decline",
-            plan_hash.get(..12).unwrap_or(&plan_hash)
-        );
-        let listed = listed_principals(ctx);
-        let typed = tty.ask(ctx, id, move |term| {
-            let theme = theme();
-            dialoguer::Input::<String>::with_theme(&theme)
-                .with_prompt(prompt)
-                .validate_with(move |text: &String| -> Result<(), &str> {
-                    let text = text.trim();
-                    if parse_bool(&json!(text)).is_some() || is_refusal(text) || looks_like_identity(&listed, text) {
-                        Ok(())
-                    } else {
-                        Err("type your identity (your e-mail, or a principal listed in [approvals] roles), or no")
-                    }
-                })
-                .interact_text_on(term)
-        })?;
-        Ok(Value::String(typed))
+    let prompt = Prompt::new(id, Kind::Approve, question);
+    let text = format!(
+        "{question} (plan {}): type your identity to approve, or \"no\" to decline",
+        plan_hash.get(..12).unwrap_or(&plan_hash)
+    );
+    let listed = listed_principals(ctx);
+    let ask = move |term: &console::Term, theme: &dialoguer::theme::ColorfulTheme| {
+        dialoguer::Input::<String>::with_theme(theme)
+            .with_prompt(text)
+            .validate_with(move |text: &String| -> Result<(), &str> {
+                let text = text.trim();
+                if parse_bool(&json!(text)).is_some() || is_refusal(text) || looks_like_identity(&listed, text) {
+                    Ok(())
+                } else {
+                    Err("type your identity (your e-mail, or a principal listed in [approvals] roles), or no")
+                }
+            })
+            .interact_text_on(term)
+            .map(Value::String)
     };
     let answered = cascade(ctx, &prompt, Asking::SignOff(role), Ok, ask)?;
     let (source, planned) = (answered.source, answered.planned);
