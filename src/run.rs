@@ -110,7 +110,6 @@ fn run_on_engine_thread(
     let run = Run {
         settings,
         session,
-        journal,
         report,
         finished,
     };
@@ -141,13 +140,16 @@ fn run_on_engine_thread(
 struct Run {
     settings: Arc<RunSettings>,
     session: Session,
-    journal: Arc<Journal>,
     report: Arc<ReportSink>,
     /// Watch mode's view of the run: its id and the files it imported.
     finished: Option<Arc<Mutex<Finished>>>,
 }
 
 impl Run {
+    fn journal(&self) -> &Journal {
+        &self.session.ctx.journal
+    }
+
     fn report_files(&self) {
         if let Some(finished) = &self.finished {
             let mut finished = finished.lock().unwrap_or_else(|e| e.into_inner());
@@ -191,15 +193,15 @@ impl Run {
             )?),
             None => None,
         };
-        self.journal.attach_file(run_dir).map_err(|e| {
+        self.journal().attach_file(run_dir).map_err(|e| {
             Error::host(format!("creating the journal in {}", run_dir.display()), e)
         })?;
         if let Some(finished) = &self.finished {
             finished.lock().unwrap_or_else(|e| e.into_inner()).run_id = Some(ctx.run_id.clone());
         }
-        self.journal.add_sink(index);
+        self.journal().add_sink(index);
         if let Some(shared) = shared {
-            self.journal.add_sink(shared);
+            self.journal().add_sink(shared);
         }
         Ok(otlp_config.map(|config| {
             let sink = Arc::new(OtlpSink::start(
@@ -208,7 +210,7 @@ impl Run {
                 &ctx.run_id,
                 ctx.runtime.clone(),
             ));
-            self.journal.add_sink(sink.clone());
+            self.journal().add_sink(sink.clone());
             sink
         }))
     }
@@ -231,7 +233,7 @@ impl Run {
         if let Some(sink) = otlp {
             extra.insert("otlp".into(), sink.describe());
         }
-        self.journal.record(
+        self.journal().record(
             None,
             Body::RunStart(RunStart {
                 script: settings.source_name.clone(),
@@ -243,7 +245,7 @@ impl Run {
                     .map(|d| d.display().to_string())
                     .unwrap_or_default(),
                 resumes: settings.resume.as_ref().map(|r| r.run_id.clone()),
-                journal: self.journal.path().map(|p| p.display().to_string()),
+                journal: self.journal().path().map(|p| p.display().to_string()),
                 extra,
             }),
         );
@@ -318,7 +320,7 @@ impl Run {
             (plan.effects.clone(), plan.needs.clone())
         };
         let saved_plan = crate::host::saved_plan::unreached_event(ctx);
-        self.journal.record(
+        self.journal().record(
             None,
             Body::Plan(PlanEvent {
                 mode: settings.mode.as_str().to_owned(),
@@ -350,7 +352,7 @@ impl Run {
             (outcome_name, exit_code, duration_ms),
             error_message.as_deref(),
         );
-        if let Err(why) = self.report.write(&self.journal) {
+        if let Err(why) = self.report.write(self.journal()) {
             ctx.log("warn", &format!("could not write the run report: {why}"));
         }
         let summary = Summary {
@@ -360,8 +362,8 @@ impl Run {
             outcome: outcome_name,
             duration_ms,
         };
-        print_summary(ctx, settings, &summary, &self.journal);
-        if let Some(write_error) = self.journal.write_error() {
+        print_summary(ctx, settings, &summary, self.journal());
+        if let Some(write_error) = self.journal().write_error() {
             let _ = writeln!(
                 std::io::stderr(),
                 "warning: the journal could not be written completely: {write_error}"
@@ -399,7 +401,7 @@ impl Run {
         if let Some(summary) = &trace_export {
             extra.insert("otlp".into(), summary.to_json());
         }
-        self.journal.record(
+        self.journal().record(
             None,
             Body::RunEnd(RunEnd {
                 outcome: outcome_name.to_owned(),
@@ -410,7 +412,7 @@ impl Run {
                 extra,
             }),
         );
-        self.journal.finish();
+        self.journal().finish();
     }
 }
 
