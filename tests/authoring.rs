@@ -280,9 +280,11 @@ fn watch_sees_rename_over_and_delete_recreate_saves() {
     w.wait_for("run 2 ended");
     // Delete and recreate.
     std::fs::remove_file(w.path("script.rhai")).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    w.wait_for("script.rhai is missing; waiting for it");
     w.write("script.rhai", r#"print("saved 3");"#);
     w.wait_for("saved 3");
+    // Wait on stderr's own line: stdout's "saved 3" may be read before stderr's "run 3 started".
+    w.wait_for("run 3 ended");
     // The temp file itself never triggers a run of its own.
     assert_eq!(w.count("started"), 3, "{}", w.transcript());
 }
