@@ -5,7 +5,7 @@
 
 use crate::support::postgres::{self, PASSWORD};
 use crate::support::staging::{self, CONFIG_TOKEN, Faults, JWT, SERVICE_ROLE_KEY, Staging};
-use crate::support::{BIN, hermetic, wait_with_timeout};
+use crate::support::{BIN, echo_on, hermetic, wait_for_echo_off, wait_with_timeout};
 use expectrl::Expect;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -721,11 +721,12 @@ fn an_encrypted_key_asks_its_passphrase_at_the_terminal_and_an_agent_key_signs_t
         "--key",
         "keys/alice",
     ]);
-    let mut session = expectrl::Session::spawn(command).unwrap();
+    let mut session = expectrl::Session::spawn(echo_on(&command)).unwrap();
     session.set_expect_timeout(Some(Duration::from_secs(30)));
     session
         .expect("Passphrase for keys/alice")
         .expect("the passphrase prompt");
+    wait_for_echo_off(&session);
     session.send(format!("{PASSPHRASE}\r")).unwrap();
     let text = session.expect(expectrl::Eof).unwrap();
     let text = String::from_utf8_lossy(text.as_bytes()).into_owned();
@@ -1166,9 +1167,10 @@ fn release_on_staging_from_plan_to_three_signatures_to_the_live_run() {
         "--key",
         "keys/pat",
     ]);
-    let mut session = expectrl::Session::spawn(command).unwrap();
+    let mut session = expectrl::Session::spawn(echo_on(&command)).unwrap();
     session.set_expect_timeout(Some(Duration::from_secs(60)));
     session.expect("Passphrase").expect("passphrase prompt");
+    wait_for_echo_off(&session);
     session.send(format!("{PASSPHRASE}\r")).unwrap();
     let signed = session.expect(expectrl::Eof).unwrap();
     let pat = String::from_utf8_lossy(signed.as_bytes()).into_owned();

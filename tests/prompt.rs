@@ -450,31 +450,12 @@ fn finish(session: &mut Session) -> (String, i32) {
 /// The test's command with stdout and stderr sent to `out.txt` and `err.txt` (by a shell, as
 /// the pty spawner closes every other descriptor before exec).
 fn redirected(test: &Test) -> std::process::Command {
-    through_shell(test, r#"exec "$0" "$@" >out.txt 2>err.txt"#)
+    through_shell(&test.command(), r#"exec "$0" "$@" >out.txt 2>err.txt"#)
 }
 
-/// The test's command with the terminal's echo turned on first, as in a person's terminal (the
-/// pty starts with echo off): a secret prompt has to turn it off itself.
+/// The test's command with the terminal's echo turned on first (see [`echo_on`]).
 fn with_echo(test: &Test) -> std::process::Command {
-    through_shell(test, r#"stty echo && exec "$0" "$@""#)
-}
-
-fn through_shell(test: &Test, line: &str) -> std::process::Command {
-    let inner = test.command();
-    let mut command = std::process::Command::new("sh");
-    command
-        .arg("-c")
-        .arg(line)
-        .arg(inner.get_program())
-        .args(inner.get_args());
-    command.current_dir(test.path());
-    for (key, value) in inner.get_envs() {
-        match value {
-            Some(value) => command.env(key, value),
-            None => command.env_remove(key),
-        };
-    }
-    command
+    echo_on(&test.command())
 }
 
 fn read(test: &Test, name: &str) -> String {
@@ -566,18 +547,6 @@ fn pty_input_takes_its_default_on_enter() {
     let (text, code) = finish(&mut session);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("tag=v1.2.3"), "{text}");
-}
-
-/// Waits until the program has turned the terminal's echo off (it is reading a secret).
-fn wait_for_echo_off(session: &Session) {
-    let deadline = Instant::now() + PTY_TIMEOUT;
-    while session.get_process().get_echo().expect("termios") {
-        assert!(
-            Instant::now() < deadline,
-            "the secret prompt never turned echo off"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -301,6 +301,45 @@ pub fn eventually<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> 
     }
 }
 
+/// `inner` with the terminal's echo turned on first, as in a person's terminal: expectrl's
+/// pseudo-terminal starts with echo off, so a secret prompt has to be seen turning it off
+/// ([`wait_for_echo_off`]).
+pub fn echo_on(inner: &Command) -> Command {
+    through_shell(inner, r#"stty echo && exec "$0" "$@""#)
+}
+
+/// `inner` run by `sh -c LINE` (in which `"$0" "$@"` is `inner`), with its directory and
+/// environment.
+pub fn through_shell(inner: &Command, line: &str) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(line)
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    if let Some(dir) = inner.get_current_dir() {
+        command.current_dir(dir);
+    }
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    command
+}
+
+/// Waits until the program under the pseudo-terminal has turned echo off, i.e. is reading a
+/// secret. Type only then: the reader sets the terminal with `TCSAFLUSH`, which discards what
+/// was typed before it.
+pub fn wait_for_echo_off(session: &expectrl::session::OsSession) {
+    eventually("the secret prompt turning echo off", PTY_ECHO_WAIT, || {
+        (!session.get_process().get_echo().expect("termios")).then_some(())
+    });
+}
+
+const PTY_ECHO_WAIT: Duration = Duration::from_secs(30);
+
 /// Removes the common leading indentation, so tests can indent scripts naturally.
 pub fn unindent(text: &str) -> String {
     let text = text.strip_prefix('\n').unwrap_or(text);
