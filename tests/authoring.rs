@@ -62,24 +62,16 @@ impl Watching {
     /// Waits until some line (stdout or stderr, in any order: the two pipes interleave freely)
     /// contains `needle`; returns it.
     fn wait_for(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self
-                .seen
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|line| line.contains(needle))
-            {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
+        let found = poll(WAIT, || {
+            let seen = self.seen.lock().unwrap();
+            seen.iter().find(|line| line.contains(needle)).cloned()
+        });
+        found.unwrap_or_else(|| {
+            panic!(
                 "no line containing {needle:?} within {WAIT:?}\n--- output ---\n{}",
                 self.transcript()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            )
+        })
     }
 
     /// How many lines so far contain `needle`.
@@ -103,18 +95,10 @@ impl Watching {
             nix::sys::signal::Signal::SIGINT,
         )
         .unwrap();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "watch did not exit after SIGINT\n{}",
-                self.transcript()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = poll(WAIT, || self.child.try_wait().unwrap());
+        let status = status
+            .unwrap_or_else(|| panic!("watch did not exit after SIGINT\n{}", self.transcript()));
+        status.code().unwrap_or(-1)
     }
 }
 
@@ -127,28 +111,18 @@ impl Drop for Watching {
 
 /// Polls a file that a child writes its pid into.
 fn read_pid(path: &Path) -> i32 {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(pid) = std::fs::read_to_string(path)
+    eventually(&format!("a pid in {}", path.display()), WAIT, || {
+        std::fs::read_to_string(path)
             .ok()
             .and_then(|t| t.trim().parse().ok())
-        {
-            return pid;
-        }
-        assert!(Instant::now() < deadline, "no pid in {}", path.display());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    })
 }
 
 fn wait_gone(pid: i32) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while process_alive(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
+    poll(Duration::from_secs(10), || {
+        (!process_alive(pid)).then_some(())
+    })
+    .is_some()
 }
 
 /// A step whose child writes its pid to `file` and sleeps for 100 s (read-only, so it really

@@ -7,11 +7,11 @@
 use crate::support::http_server::Reply;
 use crate::support::pwa::{self, PAGES, PwaFaults};
 use crate::support::staging::{Faults, Staging};
-use crate::support::{Test, wait_with_timeout};
+use crate::support::{Test, poll, wait_with_timeout};
 use serde_json::Value;
 use sha2::Digest;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
@@ -35,13 +35,11 @@ fn processes_mentioning(needle: &str) -> Vec<(i32, String)> {
 
 /// Waits (bounded) until no process mentions `needle`; returns those still there.
 fn survivors(needle: &str, within: Duration) -> Vec<(i32, String)> {
-    let start = Instant::now();
-    loop {
-        let left = processes_mentioning(needle);
-        if left.is_empty() || start.elapsed() > within {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    match poll(within, || {
+        processes_mentioning(needle).is_empty().then_some(())
+    }) {
+        Some(()) => Vec::new(),
+        None => processes_mentioning(needle),
     }
 }
 

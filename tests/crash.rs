@@ -9,20 +9,13 @@ use crate::support::http_server::{HttpServer, Reply};
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const STEPS: usize = 6;
 
 /// Polls `condition` every few ms until it holds; panics naming `what` after `limit`.
 fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    eventually(what, limit, || condition().then_some(()));
 }
 
 /// glow-run in `dir` with `PATH` starting at `dir/bin`.
@@ -172,17 +165,16 @@ fn kill9(child: &mut Child) -> Vec<i32> {
 
 /// Waits up to 1 s for every process in `family` to be gone; returns those still alive.
 fn leftovers(family: &[i32]) -> Vec<i32> {
-    let start = Instant::now();
-    loop {
-        let alive: Vec<i32> = family
+    let alive = || -> Vec<i32> {
+        family
             .iter()
             .copied()
             .filter(|p| process_alive(*p))
-            .collect();
-        if alive.is_empty() || start.elapsed() > Duration::from_secs(1) {
-            return alive;
-        }
-        std::thread::sleep(Duration::from_millis(5));
+            .collect()
+    };
+    match poll(Duration::from_secs(1), || alive().is_empty().then_some(())) {
+        Some(()) => Vec::new(),
+        None => alive(),
     }
 }
 

@@ -5,7 +5,7 @@ use crate::support::tools::{calls, path_with, standin};
 use crate::support::*;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs glow-run in `dir` with `args` and extra env; returns (status, stdout, stderr).
 fn glow(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -358,25 +358,18 @@ fn sigkill_during_a_large_put_leaves_no_partial_file_under_its_name() {
         .spawn()
         .unwrap();
     // Wait until the copy is under way (its temp file exists and is growing), then SIGKILL.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let temp = loop {
-        let found = std::fs::read_dir(&store)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .find(|e| e.file_name().to_string_lossy().starts_with(".glow-tmp-"));
-        if let Some(entry) = found
-            && entry.metadata().map(|m| m.len()).unwrap_or(0) > 0
-        {
-            break entry.path();
-        }
-        assert!(Instant::now() < deadline, "the put never started");
+    let temp = eventually("the put starting", Duration::from_secs(60), || {
         assert!(
             child.try_wait().unwrap().is_none(),
             "glow-run ended before it could be killed"
         );
-        std::thread::sleep(Duration::from_millis(2));
-    };
+        let found = std::fs::read_dir(&store)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(".glow-tmp-"))?;
+        (found.metadata().map(|m| m.len()).unwrap_or(0) > 0).then(|| found.path())
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let partial = std::fs::metadata(&temp).map(|m| m.len()).unwrap_or(0);
@@ -630,18 +623,16 @@ fn a_killed_run_shows_as_interrupted() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, stdout, _) = glow(&dir, &["runs"], &[]);
-        if stdout.contains("running") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the run never showed as running: {stdout}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually(
+        "the run showing as running in `runs`",
+        Duration::from_secs(30),
+        || {
+            glow(&dir, &["runs"], &[])
+                .1
+                .contains("running")
+                .then_some(())
+        },
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let (status, stdout, stderr) = glow(&dir, &["runs"], &[]);

@@ -624,17 +624,11 @@ fn sigint_kills_the_whole_process_group_and_exits_130() {
 }
 
 fn wait_with_timeout_child(child: &mut std::process::Child, timeout: Duration) -> Option<i32> {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    let status = poll(timeout, || child.try_wait().unwrap());
+    if status.is_none() {
+        let _ = child.kill();
     }
+    status.and_then(|s| s.code())
 }
 
 #[test]

@@ -5,14 +5,14 @@
 
 use crate::support::postgres::{self, PASSWORD};
 use crate::support::staging::{self, CONFIG_TOKEN, Faults, JWT, SERVICE_ROLE_KEY, Staging};
-use crate::support::{BIN, echo_on, hermetic, wait_for_echo_off, wait_with_timeout};
+use crate::support::{BIN, echo_on, eventually, hermetic, wait_for_echo_off, wait_with_timeout};
 use expectrl::Expect;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 const TOKEN: &str = "deploy-token-canary-51c9e0";
@@ -746,14 +746,9 @@ fn an_encrypted_key_asks_its_passphrase_at_the_terminal_and_an_agent_key_signs_t
         .stderr(Stdio::null())
         .spawn()
         .expect("ssh-agent");
-    let started = Instant::now();
-    while !socket.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "ssh-agent did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("ssh-agent's socket", Duration::from_secs(10), || {
+        socket.exists().then_some(())
+    });
     let added = Command::new("ssh-add")
         .arg(keys.join("dana"))
         .env("SSH_AUTH_SOCK", &socket)

@@ -3,7 +3,7 @@
 
 use crate::support::postgres;
 use crate::support::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SCRIPT: &str = r#"step("deploy", || exec::run("sh", ["-c", "touch started; sleep 3"]));"#;
 
@@ -19,14 +19,9 @@ fn a_live_run_holds_the_release_lock_until_it_ends() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !first.path().join("started").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "the first run never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the first run starting", Duration::from_secs(30), || {
+        first.path().join("started").exists().then_some(())
+    });
 
     let (refused_dir, refused) = Test::new()
         .script(SCRIPT)

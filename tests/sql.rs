@@ -746,17 +746,13 @@ fn ctrl_c_cancels_the_query_on_the_server() {
         .stderr(std::process::Stdio::piped());
     let child = command.spawn().unwrap();
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(20) {
+    eventually("the query running", Duration::from_secs(20), || {
         let active = cluster.psql(
             "postgres",
             "select count(*) from pg_stat_activity where query like '%pg_sleep(44)%' and pid <> pg_backend_pid()",
         );
-        if active.trim() == "1" {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (active.trim() == "1").then_some(())
+    });
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let interrupted = Instant::now();
     let output = wait_with_timeout(child, Duration::from_secs(20));

@@ -6,7 +6,7 @@
 use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CANARY: &str = "canary-5e1f0a7c93d2";
 
@@ -485,18 +485,11 @@ fn a_killed_run_verifies_as_incomplete_with_its_chain_intact() {
         .spawn()
         .unwrap();
     // The step 'wait' is running once its `sleep` is.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let sleepers = loop {
-        let found = children_of(child.id() as i32);
-        if !found.is_empty() {
-            break found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the run never reached the step 'wait'"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let sleepers = eventually(
+        "the run reaching the step 'wait'",
+        Duration::from_secs(30),
+        || Some(children_of(child.id() as i32)).filter(|found| !found.is_empty()),
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     for pid in sleepers {

@@ -282,18 +282,16 @@ impl HttpServer {
 
     /// Waits until `count` requests have arrived (panics after `timeout`).
     pub fn wait_for_requests(&self, count: usize, timeout: Duration) -> Vec<Request> {
-        let start = Instant::now();
-        loop {
+        super::poll(timeout, || {
             let requests = self.requests();
-            if requests.len() >= count {
-                return requests;
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "expected {count} requests within {timeout:?}, got {requests:?}"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+            (requests.len() >= count).then_some(requests)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "expected {count} requests within {timeout:?}, got {:?}",
+                self.requests()
+            )
+        })
     }
 }
 

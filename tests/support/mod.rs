@@ -218,23 +218,19 @@ impl Test {
     }
 }
 
+/// Waits for `child` to exit and returns its output; kills it and panics with what it printed
+/// when `timeout` passes first.
 pub fn wait_with_timeout(mut child: std::process::Child, timeout: Duration) -> Output {
-    let start = std::time::Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("output");
-            panic!(
-                "glow-run did not finish within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if poll(timeout, || child.try_wait().expect("wait")).is_some() {
+        return child.wait_with_output().expect("output");
     }
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("output");
+    panic!(
+        "glow-run did not finish within {timeout:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 impl Finished {
@@ -284,21 +280,25 @@ impl Finished {
     }
 }
 
-/// Polls `probe` until it returns `Some` and returns that value; panics naming `what` when
-/// `deadline` passes first. The one polling loop of the suite: a test waits for a condition,
+/// Polls `probe` every few milliseconds until it returns `Some`, and returns that value; `None`
+/// once `deadline` has passed. The one polling loop of the suite: a test waits for a condition,
 /// never for a fixed time.
-pub fn eventually<T>(what: &str, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn poll<T>(deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
     let start = std::time::Instant::now();
     loop {
         if let Some(value) = probe() {
-            return value;
+            return Some(value);
         }
-        assert!(
-            start.elapsed() < deadline,
-            "{what}: not within {deadline:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
+        if start.elapsed() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// [`poll`] for a condition that must come: panics naming `what` when `deadline` passes first.
+pub fn eventually<T>(what: &str, deadline: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    poll(deadline, probe).unwrap_or_else(|| panic!("{what}: not within {deadline:?}"))
 }
 
 /// `inner` with the terminal's echo turned on first, as in a person's terminal: expectrl's

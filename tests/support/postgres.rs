@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The superuser's password: distinctive so tests can assert it never appears in any output.
 pub const PASSWORD: &str = "pw-canary-7f3a9c1e";
@@ -349,16 +349,12 @@ impl Cluster {
     /// Waits until no backend runs a statement matching `pattern` (for cancellation checks);
     /// returns false when one is still there after `limit`.
     pub fn wait_until_idle(&self, pattern: &str, limit: Duration) -> bool {
-        let start = Instant::now();
         let sql = format!(
             "select count(*) from pg_stat_activity where state = 'active' and query like '%{pattern}%' and pid <> pg_backend_pid()"
         );
-        while start.elapsed() < limit {
-            if self.psql("postgres", &sql).trim() == "0" {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
+        super::poll(limit, || {
+            (self.psql("postgres", &sql).trim() == "0").then_some(())
+        })
+        .is_some()
     }
 }
