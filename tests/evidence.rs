@@ -647,6 +647,31 @@ fn a_killed_run_shows_as_interrupted() {
 }
 
 #[test]
+fn each_run_leaves_the_index_log_empty_and_the_runs_in_the_database() {
+    // A process exits before SQLite's checkpoint on close, and the next opener reads and
+    // checksums whatever log is left: it must not grow with every run.
+    let test = Test::new().script("print(1 + 1);");
+    let dir = test.path().to_owned();
+    for _ in 0..3 {
+        let (status, _, stderr) = glow(&dir, &["script.rhai"], &[]);
+        assert_eq!(status, 0, "{stderr}");
+        let log = std::fs::metadata(dir.join(".glow/state.db-wal")).map(|m| m.len());
+        assert_eq!(log.ok(), Some(0), "the log after a run");
+    }
+    // The rows are in the database file itself: an independent reader sees every run.
+    let count = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+             print(c.execute('select count(*) from runs').fetchone()[0])",
+        )
+        .arg(dir.join(".glow/state.db"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "3");
+}
+
+#[test]
 fn a_secret_canary_is_absent_from_artifacts_report_and_state_db() {
     let canary = "canary-7f3a9c2e5b1d";
     let (dir, out) = Test::new()
