@@ -672,6 +672,46 @@ fn each_run_leaves_the_index_log_empty_and_the_runs_in_the_database() {
 }
 
 #[test]
+fn a_finished_run_restored_from_a_backup_is_indexed_even_when_its_pid_is_alive_here() {
+    // Process ids are reused and mean nothing on another machine: a journal that ends with
+    // `run_end` is complete, whichever process now has its pid.
+    let finished = Test::new().script("print(1 + 1);");
+    let (status, _, stderr) = glow(finished.path(), &["script.rhai"], &[]);
+    assert_eq!(status, 0, "{stderr}");
+    let id = run_ids(finished.path())[0].clone();
+    let journal = std::fs::read_to_string(
+        finished
+            .path()
+            .join(".glow/runs")
+            .join(&id)
+            .join("journal.jsonl"),
+    )
+    .unwrap();
+    let pid = regex::Regex::new(r#""pid":\d+"#).unwrap();
+    assert!(pid.is_match(&journal), "{journal}");
+    let alive = format!(r#""pid":{}"#, std::process::id());
+    let restored = Test::new().script("print(2);");
+    let run_dir = restored.path().join(".glow/runs").join(&id);
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(
+        run_dir.join("journal.jsonl"),
+        pid.replace_all(&journal, alive.as_str()).as_ref(),
+    )
+    .unwrap();
+    // The next run opens the index and catches up; `runs` then reads the index alone.
+    let (status, _, stderr) = glow(restored.path(), &["script.rhai"], &[]);
+    assert_eq!(status, 0, "{stderr}");
+    let (status, stdout, stderr) = glow(restored.path(), &["runs"], &[]);
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("ok")),
+        "the restored run in `runs`:\n{stdout}"
+    );
+}
+
+#[test]
 fn a_secret_canary_is_absent_from_artifacts_report_and_state_db() {
     let canary = "canary-7f3a9c2e5b1d";
     let (dir, out) = Test::new()

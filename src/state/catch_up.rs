@@ -1,7 +1,8 @@
 //! Brings the index up to date with the journals (the source of truth) when it is opened: a
 //! run killed with -9 never wrote its last batch, or no row at all when it died in its first
-//! milliseconds. Only runs whose process is gone are replayed (a live run indexes itself);
-//! once replayed they are marked `settled` so later opens do not read their journals again.
+//! milliseconds. Only runs that ended or whose process is gone are replayed (a live run
+//! indexes itself); once replayed they are marked `settled` so later opens do not read their
+//! journals again.
 
 use super::journal_path;
 use super::record::{RunRecord, as_i64, is_indexed, pid_alive};
@@ -70,7 +71,10 @@ fn replay(
     let Some(record) = RunRecord::from_events(&events) else {
         return Ok(());
     };
-    if record.pid.is_some_and(pid_alive) {
+    // A journal that ends with `run_end` is complete, whichever process has its pid now (pids
+    // are reused, and mean nothing for a run folder restored from another machine's backup);
+    // replaying it is harmless even while its own writer finishes, as every write is keyed.
+    if record.outcome.is_none() && record.pid.is_some_and(pid_alive) {
         return Ok(());
     }
     let missing: Vec<_> = events
