@@ -675,18 +675,9 @@ fn each_run_leaves_the_index_log_empty_and_the_runs_in_the_database() {
 fn a_finished_run_restored_from_a_backup_is_indexed_even_when_its_pid_is_alive_here() {
     // Process ids are reused and mean nothing on another machine: a journal that ends with
     // `run_end` is complete, whichever process now has its pid.
-    let finished = Test::new().script("print(1 + 1);");
-    let (status, _, stderr) = glow(finished.path(), &["script.rhai"], &[]);
-    assert_eq!(status, 0, "{stderr}");
+    let (finished, out) = Test::new().script("print(1 + 1);").expect(0);
     let id = run_ids(finished.path())[0].clone();
-    let journal = std::fs::read_to_string(
-        finished
-            .path()
-            .join(".glow/runs")
-            .join(&id)
-            .join("journal.jsonl"),
-    )
-    .unwrap();
+    let journal = out.journal_text();
     let pid = regex::Regex::new(r#""pid":\d+"#).unwrap();
     assert!(pid.is_match(&journal), "{journal}");
     let alive = format!(r#""pid":{}"#, std::process::id());
